@@ -1,0 +1,68 @@
+"""st-mnr-plus: faster, leaner, better Multiple Negatives Ranking fine-tuning for sentence-transformers.
+
+Importing the package is cheap: components load on first access, and the plugin manager is created on the
+first registry look-up, never at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from st_mnr_plus import registry
+from st_mnr_plus.plugins import hookimpl
+
+__version__ = "0.1.0.dev0"
+
+# Public name -> module that defines it; loaded on first attribute access (PEP 562).
+_LAZY: dict[str, str] = {
+    "MNRPlus": "st_mnr_plus.losses",
+    "CachedMNRPlus": "st_mnr_plus.losses",
+    "NoDuplicatesSampler": "st_mnr_plus.sampler",
+    "build_nli": "st_mnr_plus.datasets.nli",
+    "BuildReport": "st_mnr_plus.datasets.nli",
+    "stsb_evaluator": "st_mnr_plus.evaluation.presets",
+    "sickr_evaluator": "st_mnr_plus.evaluation.presets",
+    "nli_triplet_evaluator": "st_mnr_plus.evaluation.presets",
+    "sts_suite": "st_mnr_plus.evaluation.presets",
+    "MNRDiagnosticsCallback": "st_mnr_plus.callbacks",
+    "ThroughputCallback": "st_mnr_plus.callbacks",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from st_mnr_plus.callbacks import MNRDiagnosticsCallback, ThroughputCallback
+    from st_mnr_plus.datasets.nli import BuildReport, build_nli
+    from st_mnr_plus.evaluation.presets import nli_triplet_evaluator, sickr_evaluator, sts_suite, stsb_evaluator
+    from st_mnr_plus.losses import CachedMNRPlus, MNRPlus
+    from st_mnr_plus.sampler import NoDuplicatesSampler
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'st_mnr_plus' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "BuildReport",
+    "CachedMNRPlus",
+    "MNRDiagnosticsCallback",
+    "MNRPlus",
+    "NoDuplicatesSampler",
+    "ThroughputCallback",
+    "__version__",
+    "build_nli",
+    "hookimpl",
+    "nli_triplet_evaluator",
+    "registry",
+    "sickr_evaluator",
+    "sts_suite",
+    "stsb_evaluator",
+]

@@ -1,0 +1,47 @@
+"""The built-in components, registered through the same hooks as any third-party plugin.
+
+Imports happen inside the hooks, so that nothing heavy is loaded before a component is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from st_mnr_plus.plugins import hookimpl
+
+
+@hookimpl
+def register_losses() -> dict[str, Callable[..., Any]]:
+    from sentence_transformers.sentence_transformer import losses as st_losses
+
+    return {
+        # The sentence-transformers originals, so that they can be chosen by name (and compared) too.
+        "mnrl": st_losses.MultipleNegativesRankingLoss,
+        "cached_mnrl": st_losses.CachedMultipleNegativesRankingLoss,
+    }
+
+
+@hookimpl
+def register_batch_samplers() -> dict[str, Callable[..., Any]]:
+    from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
+
+    return {
+        "default": DefaultBatchSampler,
+        "st_no_duplicates": NoDuplicatesBatchSampler,
+    }
+
+
+@hookimpl
+def register_dataset_builders() -> dict[str, Callable[..., Any]]:
+    return {}
+
+
+@hookimpl
+def register_evaluators() -> dict[str, Callable[..., Any]]:
+    return {}
+
+
+@hookimpl
+def register_callbacks() -> dict[str, Callable[..., Any]]:
+    return {}

