@@ -39,9 +39,21 @@ def register_dataset_builders() -> dict[str, Callable[..., Any]]:
 
 @hookimpl
 def register_evaluators() -> dict[str, Callable[..., Any]]:
-    return {}
+    from st_mnr_plus.evaluation import presets
+
+    return {
+        "stsb": presets.stsb_evaluator,
+        "sickr": presets.sickr_evaluator,
+        "nli_triplets": presets.nli_triplet_evaluator,
+        "sts_suite": presets.sts_suite,
+    }
 
 
 @hookimpl
 def register_callbacks() -> dict[str, Callable[..., Any]]:
-    return {}
+    from st_mnr_plus import callbacks
+
+    return {
+        "mnr_diagnostics": callbacks.MNRDiagnosticsCallback,
+        "throughput": callbacks.ThroughputCallback,
+    }

@@ -1,0 +1,400 @@
+"""Trainer callbacks that put MNR diagnostics and throughput figures into the trainer's logs.
+
+Both add their figures to the training logs (the ones holding ``loss``) at each logging step, so they land in
+``trainer.state.log_history`` and reach the reporters (TensorBoard, W&B, ...).
+
+Where a callback sits matters for the reporters: transformers' ``Trainer.log`` appends the logs to
+``state.log_history`` and then calls every callback's ``on_log`` in order, and the reporting callbacks are added
+before the ones passed as ``callbacks=``. The figures reach ``log_history`` (patched in place) and the callbacks
+after ours (the progress bar or printer) either way; to have them reach the reporters too, add the callback with
+:meth:`attach`, which puts it ahead of them::
+
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    MNRDiagnosticsCallback(loss).attach(trainer)
+    ThroughputCallback(loss).attach(trainer)
+    trainer.train()
+
+Evaluating a preset every N steps and keeping the best checkpoint needs no callback: pass the evaluator to the
+trainer with ``eval_strategy="steps"``, ``eval_steps=N``, ``load_best_model_at_end=True`` and
+``metric_for_best_model="eval_sts-dev_spearman_cosine"``; add transformers' ``EarlyStoppingCallback`` to stop
+when that metric stalls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import sys
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import DefaultFlowCallback
+
+if TYPE_CHECKING:
+    from torch.utils.hooks import RemovableHandle
+    from transformers import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+class _LogCallback(TrainerCallback):
+    """Shared plumbing: add figures to a training log, patch ``log_history``, and :meth:`attach` to a trainer."""
+
+    def attach(self, trainer: Trainer) -> _LogCallback:
+        """Add this callback to ``trainer`` ahead of its reporting callbacks, so that they log its figures too.
+
+        It goes right after transformers' ``DefaultFlowCallback`` (first if there is none). Returns ``self``.
+        """
+        handler = getattr(trainer, "callback_handler", None)
+        if handler is None or not isinstance(getattr(handler, "callbacks", None), list):
+            raise ValueError(f"trainer must be a transformers Trainer, got {type(trainer).__name__}.")
+        callbacks: list[TrainerCallback] = handler.callbacks
+        if any(callback is self for callback in callbacks):
+            return self
+        position = 0
+        for index, callback in enumerate(callbacks):
+            if isinstance(callback, DefaultFlowCallback):
+                position = index + 1
+        callbacks.insert(position, self)
+        return self
+
+    @staticmethod
+    def _is_training_log(logs: Mapping[str, Any] | None) -> bool:
+        return logs is not None and "loss" in logs
+
+    @staticmethod
+    def _add(state: TrainerState, logs: dict[str, Any], figures: Mapping[str, float]) -> None:
+        """Add ``figures`` to ``logs`` (for the callbacks after us) and to the matching ``log_history`` entry.
+
+        ``Trainer.log`` appended ``{**logs, "step": ...}`` to ``log_history`` before calling ``on_log``.
+        """
+        if not figures:
+            return
+        history = state.log_history
+        entry = history[-1] if history else None
+        matches = (
+            entry is not None
+            and entry.get("step") == state.global_step
+            and all(key in entry and (entry[key] is value or entry[key] == value) for key, value in logs.items())
+        )
+        logs.update(figures)
+        if matches:
+            entry.update(figures)
+        else:
+            logger.debug(
+                "No log_history entry matches the logs at step %d; figures went to the logs only.", state.global_step
+            )
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return None
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+class MNRDiagnosticsCallback(_LogCallback):
+    """Log an MNR loss's diagnostics (in-batch accuracy, similarities, masked fraction, scale) with the training loss.
+
+    After each forward, ``MNRPlus`` leaves a dict of floats in ``loss.diagnostics``: ``accuracy`` (the share of
+    anchors whose positive has the highest logit), ``positive_similarity``, ``hardest_negative_similarity``,
+    ``masked_fraction`` and ``scale``. This callback collects that dict after every training forward (every
+    micro-batch under gradient accumulation; forwards for the eval loss are left out), and at each logging step
+    adds the mean over the forwards since the previous log as ``<prefix><key>``, e.g. ``mnr/accuracy``. The
+    scale is the latest value, not a mean, so that it equals ``loss.scale`` when the scale is learned.
+
+    Args:
+        loss: The loss instance given to the trainer, or a dict of name -> loss as given to the trainer for
+            several datasets; then each key is logged as ``<prefix><name>/<key>``. Each must set
+            ``diagnostics`` after its forward (``MNRPlus``, ``CachedMNRPlus``).
+        prefix: Put before every key.
+
+    Raises:
+        ValueError: ``loss`` is not an ``nn.Module`` (or a dict of them), or ``prefix`` is not a string.
+        TypeError: At the first training step, when a loss ran but left no ``diagnostics`` dict.
+
+    Example:
+        ::
+
+            loss = MNRPlus(model)
+            trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss)
+            MNRDiagnosticsCallback(loss).attach(trainer)
+            trainer.train()
+            trainer.state.log_history[0]["mnr/accuracy"]
+    """
+
+    def __init__(self, loss: nn.Module | Mapping[str, nn.Module], prefix: str = "mnr/") -> None:
+        if isinstance(loss, Mapping):
+            if not loss:
+                raise ValueError("loss must be an nn.Module or a non-empty dict of them, got an empty dict.")
+            losses = {f"{name}/": module for name, module in loss.items()}
+        else:
+            losses = {"": loss}
+        for name, module in losses.items():
+            if not isinstance(module, nn.Module):
+                where = f"loss[{name[:-1]!r}]" if name else "loss"
+                raise ValueError(
+                    f"{where} must be the loss instance given to the trainer (an nn.Module), got {type(module).__name__}."
+                )
+        if not isinstance(prefix, str):
+            raise ValueError(f"prefix must be a string, got {type(prefix).__name__}.")
+        self.losses = losses
+        self.prefix = prefix
+        self._handles: list[RemovableHandle] = []
+        self._in_step = False
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self._latest: dict[str, float] = {}
+
+    def _collect(self, name: str, module: nn.Module) -> None:
+        if not self._in_step:
+            return  # an eval-loss forward, or one outside the training loop
+        diagnostics = getattr(module, "diagnostics", None)
+        if not isinstance(diagnostics, Mapping):
+            raise TypeError(
+                f"MNRDiagnosticsCallback: the loss {type(module).__name__} left no `diagnostics` dict after its "
+                "forward; use a loss that reports diagnostics, such as st_mnr_plus.MNRPlus."
+            )
+        for key, value in diagnostics.items():
+            number = _as_float(value)
+            if number is None:
+                continue
+            full = f"{self.prefix}{name}{key}"
+            self._sums[full] = self._sums.get(full, 0.0) + number
+            self._counts[full] = self._counts.get(full, 0) + 1
+            self._latest[full] = number
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._remove_hooks()
+        self._reset()
+        for name, module in self.losses.items():
+            self._handles.append(
+                module.register_forward_hook(lambda mod, _args, _out, name=name: self._collect(name, mod))
+            )
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._in_step = True
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._in_step = False
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        if not self._is_training_log(logs) or not self._counts:
+            return
+        figures = {}
+        for key, total in self._sums.items():
+            latest = key.endswith("scale")
+            figures[key] = self._latest[key] if latest else total / self._counts[key]
+        self._add(state, logs, figures)
+        self._reset()
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._remove_hooks()
+        self._in_step = False
+
+    def _reset(self) -> None:
+        self._sums.clear()
+        self._counts.clear()
+        self._latest.clear()
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def _batch_size(features: Mapping[str, Any]) -> int | None:
+    for key in ("input_ids", "attention_mask"):
+        value = features.get(key)
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    for value in features.values():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    return None
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB (``getrusage``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+class ThroughputCallback(_LogCallback):
+    """Log training throughput (samples/s, tokens/s) and peak memory with the training loss.
+
+    At each logging step it adds, over the training time since the previous log:
+
+    - ``<prefix>samples_per_second``: training examples (rows of the dataset) per second.
+    - ``<prefix>tokens_per_second``: non-padding tokens per second, all text columns together (only when
+      ``loss`` is given and the inputs carry an ``attention_mask``).
+    - ``<prefix>peak_rss_mib`` on CPU (the process's peak resident set size, from ``getrusage``) or
+      ``<prefix>peak_cuda_allocated_mib`` on GPU (``torch.cuda.max_memory_allocated``): peaks since the start of
+      the process, or since the previous log with ``reset_peak=True`` on GPU.
+
+    How it counts: with ``loss`` given, a forward pre-hook on the loss sees each training batch as the trainer
+    passes it (one feature dict per column): the rows of the first column are the samples, and the sums of the
+    columns' ``attention_mask`` are the tokens. Without ``loss`` the samples are counted as
+    ``per_device_train_batch_size * gradient_accumulation_steps * world_size`` per optimizer step (the trainer's own
+    convention; the last batch of an epoch may be smaller) and tokens are not reported. Forwards of the eval loss
+    are not counted. The time is that of the training steps plus the data loading between them; evaluation,
+    checkpoint saving and logging are left out.
+
+    Args:
+        loss: The loss instance given to the trainer (or a dict of them), to count exact samples and tokens.
+        prefix: Put before every key.
+        reset_peak: On GPU, reset CUDA's peak memory statistics at each log, so that each figure is the peak of
+            its interval.
+
+    Raises:
+        ValueError: ``loss`` is neither ``None``, an ``nn.Module`` nor a dict of them, or ``prefix`` is not a string.
+    """
+
+    def __init__(
+        self,
+        loss: nn.Module | Mapping[str, nn.Module] | None = None,
+        prefix: str = "throughput/",
+        reset_peak: bool = False,
+    ) -> None:
+        if loss is None:
+            losses: list[nn.Module] = []
+        elif isinstance(loss, Mapping):
+            losses = list(loss.values())
+        else:
+            losses = [loss]
+        for module in losses:
+            if not isinstance(module, nn.Module):
+                raise ValueError(
+                    f"loss must be None or the loss instance given to the trainer (an nn.Module), got {type(module).__name__}."
+                )
+        if not isinstance(prefix, str):
+            raise ValueError(f"prefix must be a string, got {type(prefix).__name__}.")
+        self.losses = losses
+        self.prefix = prefix
+        self.reset_peak = reset_peak
+        self._handles: list[RemovableHandle] = []
+        self._in_step = False
+        self._device: torch.device | None = None
+        self._mark: float | None = None
+        self._step_start = 0.0
+        self._seconds = 0.0
+        self._steps = 0
+        self._samples = 0
+        self._tokens = 0
+        self._tokens_seen = False
+
+    def _count(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self._in_step:
+            return
+        features = args[0] if args else kwargs.get("sentence_features")
+        if not isinstance(features, list | tuple) or not features or not isinstance(features[0], Mapping):
+            return
+        rows = _batch_size(features[0])
+        if rows is not None:
+            self._samples += rows
+        for column in features:
+            mask = column.get("attention_mask") if isinstance(column, Mapping) else None
+            if isinstance(mask, torch.Tensor):
+                self._tokens += int(mask.sum().item())
+                self._tokens_seen = True
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._remove_hooks()
+        self._device = args.device
+        self._mark = None  # the wait for the first batch (workers starting) is not a training step's time
+        self._reset()
+        for module in self.losses:
+            self._handles.append(module.register_forward_pre_hook(self._count, with_kwargs=True))
+
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        now = time.perf_counter()
+        if self._mark is not None:
+            self._seconds += now - self._mark  # loading the batches of this step
+        self._step_start = now
+        self._in_step = True
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        now = time.perf_counter()
+        self._seconds += now - self._step_start
+        self._mark = now
+        self._in_step = False
+        self._steps += 1
+
+    def _restart_clock(self) -> None:
+        # Evaluation, saving and logging happen between steps; leave their time out.
+        if self._mark is not None:
+            self._mark = time.perf_counter()
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._restart_clock()
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._restart_clock()
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        if self._is_training_log(logs) and self._steps > 0 and self._seconds > 0:
+            figures: dict[str, float] = {}
+            if self.losses:
+                samples = self._samples
+            else:
+                samples = (
+                    self._steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+                )
+            figures[f"{self.prefix}samples_per_second"] = samples / self._seconds
+            if self._tokens_seen:
+                figures[f"{self.prefix}tokens_per_second"] = self._tokens / self._seconds
+            figures.update(self._memory())
+            self._add(state, logs, figures)
+            self._reset()
+        self._restart_clock()
+
+    def _memory(self) -> dict[str, float]:
+        device = self._device
+        if device is not None and device.type == "cuda" and torch.cuda.is_available():
+            peak = torch.cuda.max_memory_allocated(device) / 2**20
+            if self.reset_peak:
+                torch.cuda.reset_peak_memory_stats(device)
+            return {f"{self.prefix}peak_cuda_allocated_mib": peak}
+        peak = peak_rss_mib()
+        return {f"{self.prefix}peak_rss_mib": peak} if math.isfinite(peak) else {}
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._remove_hooks()
+        self._in_step = False
+
+    def _reset(self) -> None:
+        self._seconds = 0.0
+        self._steps = 0
+        self._samples = 0
+        self._tokens = 0
+        self._tokens_seen = False
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+__all__ = ["MNRDiagnosticsCallback", "ThroughputCallback", "peak_rss_mib"]
