@@ -34,7 +34,9 @@ def register_batch_samplers() -> dict[str, Callable[..., Any]]:
 
 @hookimpl
 def register_dataset_builders() -> dict[str, Callable[..., Any]]:
-    return {}
+    from st_mnr_plus.datasets.nli import build_nli
+
+    return {"nli": build_nli}
 
 
 @hookimpl
