@@ -398,18 +398,46 @@ class NLIBuilder:
 def build_nli(
     sources: SourceLike | Iterable[SourceLike],
     output: Output = "pairs",
-    **options: Any,
+    *,
+    add_reversed: bool = False,
+    max_triplets_per_premise: int | None = None,
+    label_map: Mapping[str | int, str | int] | None = None,
+    columns: Mapping[str, str | int] | None = None,
+    split: str = "train",
+    on_error: OnError = "raise",
+    show_progress: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> datasets.Dataset:
     """Build MNR-ready pairs or triplets from NLI sources in one call.
 
     ``build_nli(sources, output, **options)`` is ``NLIBuilder(output, **options).build(sources)``: see
-    :class:`NLIBuilder` for the options (``add_reversed``, ``max_triplets_per_premise``, ``label_map``,
-    ``columns``, ``split``, ``on_error``, ``show_progress``, ``cache_dir``) and what the output holds. A premise
+    :class:`NLIBuilder` for the options and what the output holds, and :meth:`NLIBuilder.build` for the
+    sources. A premise
     with ``e`` entailed and ``c`` contradicting hypotheses yields ``e * c`` triplets, at most
     ``max_triplets_per_premise``.
 
     The build report (rows read, kept, and skipped by reason) is logged at INFO and attached to the returned
     dataset as ``dataset.build_report``.
+
+    Args:
+        sources: Files, hub ids or datasets, one or a list (see :meth:`NLIBuilder.build`).
+        output: ``"pairs"`` (``anchor, positive``) or ``"triplets"`` (``anchor, positive, negative``).
+        add_reversed: Pairs only: add each pair reversed too.
+        max_triplets_per_premise: Triplets only: cap per premise (``None``: all ``e * c``).
+        label_map: Extra label values -> ``"entailment"``, ``"neutral"``, ``"contradiction"``, ``"no_consensus"``.
+        columns: Column mapping for layouts not recognised by name (names, or positions for headerless CSV/TSV).
+        split: The split of a ``DatasetDict`` or hub id.
+        on_error: ``"raise"`` on a malformed line or row, or ``"skip"`` and count it.
+        show_progress: Show a tqdm progress bar per source.
+        cache_dir: Where the output Arrow file goes (``None``: a temporary directory).
+
+    Returns:
+        An Arrow-backed dataset with exactly the loss columns, carrying ``build_report``.
+
+    Raises:
+        FileNotFoundError: A file does not exist.
+        NLIFormatError: Malformed input, missing columns or an unknown label (names the file and line, or row).
+        EmptyBuildError: The filters removed every row (says which).
 
     Example:
         ::
@@ -418,7 +446,18 @@ def build_nli(
             pairs.column_names  # ['anchor', 'positive']
             print(pairs.build_report)
     """
-    return NLIBuilder(output, **options).build(sources)
+    builder = NLIBuilder(
+        output,
+        add_reversed=add_reversed,
+        max_triplets_per_premise=max_triplets_per_premise,
+        label_map=label_map,
+        columns=columns,
+        split=split,
+        on_error=on_error,
+        show_progress=show_progress,
+        cache_dir=cache_dir,
+    )
+    return builder.build(sources)
 
 
 # --------------------------------------------------------------------------------------------------- internals

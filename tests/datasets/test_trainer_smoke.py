@@ -1,0 +1,40 @@
+"""The builder's output trains ``SentenceTransformerTrainer`` with sentence-transformers' own MNRL loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+
+@pytest.mark.parametrize("output", ["pairs", "triplets"])
+def test_builder_output_trains_minilm_with_st_mnrl(tmp_path, minilm, snli_dev, output):
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from st_mnr_plus.datasets.nli import build_nli
+
+    dataset = build_nli(snli_dev, output).select(range(48))
+    minilm.max_seq_length = 32
+    before = {n: p.detach().clone() for n, p in minilm.named_parameters()}
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=16,
+        max_steps=3,
+        learning_rate=1e-4,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=12,
+        disable_tqdm=True,
+    )
+    loss = MultipleNegativesRankingLoss(minilm)
+    trainer = SentenceTransformerTrainer(model=minilm, args=args, train_dataset=dataset, loss=loss)
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 3
+    assert all(math.isfinite(value) and value > 0 for value in losses)
+    changed = [n for n, p in minilm.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert changed, "training changed no weight"
