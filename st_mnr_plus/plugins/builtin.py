@@ -15,7 +15,11 @@ from st_mnr_plus.plugins import hookimpl
 def register_losses() -> dict[str, Callable[..., Any]]:
     from sentence_transformers.sentence_transformer import losses as st_losses
 
+    from st_mnr_plus.losses import CachedMNRPlus, MNRPlus
+
     return {
+        "mnr_plus": MNRPlus,
+        "cached_mnr_plus": CachedMNRPlus,
         # The sentence-transformers originals, so that they can be chosen by name (and compared) too.
         "mnrl": st_losses.MultipleNegativesRankingLoss,
         "cached_mnrl": st_losses.CachedMultipleNegativesRankingLoss,
@@ -26,9 +30,12 @@ def register_losses() -> dict[str, Callable[..., Any]]:
 def register_batch_samplers() -> dict[str, Callable[..., Any]]:
     from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
 
+    from st_mnr_plus.sampler import NoDuplicatesSampler
+
     return {
         "default": DefaultBatchSampler,
         "st_no_duplicates": NoDuplicatesBatchSampler,
+        "no_duplicates": NoDuplicatesSampler,
     }
 
 

@@ -1,0 +1,401 @@
+"""Array machinery behind :class:`st_mnr_plus.sampler.NoDuplicatesSampler`.
+
+Two parts, both free of per-row Python work on the common path:
+
+* :func:`encode_duplicates` turns the text columns of an Arrow table into a :class:`DuplicateIndex`: every text
+  is dictionary-encoded once (exact, no hash collisions), and only texts that occur in two or more rows are kept,
+  as dense ``int32`` ids. Texts that occur in one row can never cause a duplicate, so they cost nothing later.
+* :func:`place_rows` splits a set of rows into duplicate-free batches of a fixed shape: a random permutation is
+  cut into batches, rows that collide with an earlier row of their batch are taken out with one sort, and a short
+  randomised repair loop (proportional to the number of collisions, not to the data) puts them back, moving one
+  row at a time (cuckoo-style kicks) when no batch with room takes them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+logger = logging.getLogger(__name__)
+
+# Random holes, then random slots, probed before a row counts one failed repair attempt.
+_HOLE_PROBES = 8
+_SLOT_PROBES = 16
+
+
+@dataclass(frozen=True)
+class DuplicateIndex:
+    """Which rows share which texts, restricted to texts that occur in two or more rows.
+
+    Attributes:
+        num_rows: Number of rows of the dataset.
+        row_texts: ``(num_rows, num_columns)`` ``int32`` ids of duplicated texts, ``-1`` where the text occurs in
+            no other row (or repeats a text earlier in the same row).
+        text_ptr: ``(num_texts + 1,)`` CSR offsets into ``text_rows``.
+        text_rows: ``int32`` rows holding each duplicated text, grouped by text.
+        text_counts: ``int64`` number of rows holding each duplicated text.
+    """
+
+    num_rows: int
+    row_texts: np.ndarray
+    text_ptr: np.ndarray
+    text_rows: np.ndarray
+    text_counts: np.ndarray
+
+    @property
+    def num_texts(self) -> int:
+        """Number of distinct texts that occur in two or more rows."""
+        return len(self.text_counts)
+
+    def neighbours(self, row: int) -> np.ndarray:
+        """Rows sharing at least one text with ``row`` (``row`` itself excluded; may repeat a row)."""
+        texts = self.row_texts[row]
+        texts = texts[texts >= 0]
+        if len(texts) == 0:
+            return np.empty(0, dtype=np.int32)
+        if len(texts) == 1:
+            t = int(texts[0])
+            rows = self.text_rows[self.text_ptr[t] : self.text_ptr[t + 1]]
+        else:
+            rows = np.concatenate([self.text_rows[self.text_ptr[t] : self.text_ptr[t + 1]] for t in texts.tolist()])
+        return rows[rows != row]
+
+
+def normalize_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """NFKC-normalise, collapse whitespace runs to one space, trim, and lower-case a string column."""
+    column = pc.utf8_normalize(column, form="NFKC")
+    column = pc.replace_substring_regex(column, pattern=r"\s+", replacement=" ")
+    column = pc.utf8_trim_whitespace(column)
+    return pc.utf8_lower(column)
+
+
+def text_column(table: pa.Table, name: str, normalize: bool) -> pa.ChunkedArray:
+    """Column ``name`` of ``table`` as strings, as sentence-transformers compares them.
+
+    String columns are used as they are. Other types go through sentence-transformers' own ``_sample_value_str``
+    (per value, in Python), so that numbers, lists or images compare exactly as its ``NoDuplicatesBatchSampler``
+    compares them.
+
+    Raises:
+        ValueError: If the column holds a null value, naming the column and the first such row.
+    """
+    column = table.column(name)
+    if column.null_count:
+        row = int(pc.index(pc.is_null(column), True).as_py())
+        raise ValueError(
+            f"Column {name!r} has a null value at row {row}; NoDuplicatesSampler expects a value in every row of "
+            "every column it checks (drop or fill those rows, or leave the column out with `columns=`)."
+        )
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_string_view(column.type):
+        column = column.cast(pa.large_string())
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        from sentence_transformers.base.sampler import _sample_value_str
+
+        logger.debug(
+            "Column %r has type %s: comparing its values by str(), as sentence-transformers does.", name, column.type
+        )
+        column = pa.chunked_array(
+            [pa.array([_sample_value_str(v) for v in column.to_pylist()], type=pa.large_string())]
+        )
+    if normalize:
+        column = normalize_text(column)
+    return column
+
+
+def encode_duplicates(table: pa.Table, columns: Sequence[str], normalize: bool = False) -> DuplicateIndex:
+    """Dictionary-encode the texts of ``columns`` across all of them and index the duplicated ones.
+
+    Args:
+        table: The rows, as an Arrow table.
+        columns: The columns whose texts must not repeat within a batch (in any column).
+        normalize: Compare texts after :func:`normalize_text`.
+
+    Returns:
+        The :class:`DuplicateIndex` of the rows.
+    """
+    num_rows = table.num_rows
+    num_columns = len(columns)
+    if num_rows == 0 or num_columns == 0:
+        empty = np.empty(0, dtype=np.int32)
+        return DuplicateIndex(
+            num_rows, np.full((num_rows, 0), -1, np.int32), np.zeros(1, np.int64), empty, np.empty(0, np.int64)
+        )
+    texts = [text_column(table, name, normalize) for name in columns]
+    if len({column.type for column in texts}) > 1:
+        texts = [column.cast(pa.large_string()) for column in texts]
+    # One dictionary over every column: a text in `anchor` of one row equals the same text in `positive` of another.
+    chunks = [chunk for column in texts for chunk in column.chunks if len(chunk)]
+    encoded = pa.chunked_array(chunks, type=texts[0].type).dictionary_encode()
+    dictionaries = {id(chunk.dictionary) for chunk in encoded.chunks}
+    if len(dictionaries) > 1 and not all(c.dictionary.equals(encoded.chunk(0).dictionary) for c in encoded.chunks):
+        # Not seen with current pyarrow, which shares one dictionary across chunks; stay exact if that changes.
+        unique = pc.unique(pa.chunked_array(chunks, type=texts[0].type))
+        codes = pc.index_in(pa.chunked_array(chunks, type=texts[0].type), value_set=unique).to_numpy()
+        num_distinct = len(unique)
+    else:
+        codes = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks])
+        num_distinct = len(encoded.chunk(0).dictionary) if encoded.num_chunks else 0
+    del encoded, chunks, texts
+    # (num_rows, num_columns), a strided view of the column-major codes.
+    codes = codes.astype(np.int32, copy=False).reshape(num_columns, num_rows).T
+    # A text repeated inside one row is one text of that row (sentence-transformers compares value sets per row).
+    keep = np.ones((num_rows, num_columns), dtype=bool)
+    for j in range(1, num_columns):
+        for i in range(j):
+            keep[:, j] &= codes[:, j] != codes[:, i]
+    counts = np.bincount(codes[keep], minlength=num_distinct)
+    duplicated = counts > 1
+    # Dense ids 0..num_texts-1 for duplicated texts, -1 for the rest.
+    remap = np.full(num_distinct, -1, dtype=np.int32)
+    remap[duplicated] = np.arange(int(duplicated.sum()), dtype=np.int32)
+    row_texts = np.where(keep, remap[codes], -1).astype(np.int32)
+    del codes, keep, remap
+    text_counts = counts[duplicated].astype(np.int64)
+    rows, cols = np.nonzero(row_texts >= 0)
+    texts_of_entries = row_texts[rows, cols]
+    order = np.argsort(texts_of_entries, kind="stable")
+    text_rows = rows[order].astype(np.int32)
+    text_ptr = np.zeros(len(text_counts) + 1, dtype=np.int64)
+    np.cumsum(text_counts, out=text_ptr[1:])
+    return DuplicateIndex(num_rows, row_texts, text_ptr, text_rows, text_counts)
+
+
+@dataclass
+class Placement:
+    """Rows laid out in batches: ``slots[b * batch_size : (b + 1) * batch_size]`` is batch ``b``.
+
+    Attributes:
+        slots: Flat ``int64`` row ids; the first ``num_placed`` slots are the batches, the last batch may be short.
+        batch_size: Rows per batch.
+        unplaced: Rows the repair loop could not place within its budget (empty on success).
+    """
+
+    slots: np.ndarray
+    batch_size: int
+    unplaced: np.ndarray
+
+    @property
+    def num_placed(self) -> int:
+        return len(self.slots)
+
+    @property
+    def ok(self) -> bool:
+        return len(self.unplaced) == 0
+
+    def batches(self) -> list[np.ndarray]:
+        """The batches, in order; only the last one may be shorter than ``batch_size``."""
+        b = self.batch_size
+        return [self.slots[start : start + b] for start in range(0, len(self.slots), b)]
+
+
+def place_rows(
+    index: DuplicateIndex,
+    rows: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    budget_per_row: int = 16,
+    budget_base: int = 256,
+) -> Placement:
+    """Lay ``rows`` out in ``ceil(len(rows) / batch_size)`` batches with no text twice in a batch.
+
+    Every batch is full but the last, which holds the remainder. The layout starts from a random permutation, so
+    it is a uniformly shuffled epoch wherever no duplicate interferes.
+
+    Args:
+        index: The duplicated texts of the dataset.
+        rows: The row ids to place (each once).
+        batch_size: Rows per batch.
+        rng: The source of randomness; the result is a pure function of its state.
+        budget_per_row: Repair attempts allowed per colliding row before giving up...
+        budget_base: ...plus this many.
+
+    Returns:
+        The :class:`Placement`. If the repair loop ran out of budget, ``unplaced`` holds the rows left over and
+        ``slots`` is not a valid layout.
+    """
+    num_placed = len(rows)
+    slots = rng.permutation(rows).astype(np.int64)
+    if num_placed == 0 or index.num_texts == 0:
+        return Placement(slots, batch_size, np.empty(0, dtype=np.int64))
+    batch_of = np.full(index.num_rows, -1, dtype=np.int32)
+    position = np.arange(num_placed, dtype=np.int64)
+    batch_of[slots] = (position // batch_size).astype(np.int32)
+    pos_of = np.full(index.num_rows, -1, dtype=np.int64)
+    pos_of[slots] = position
+
+    # Collisions: (batch, text) pairs held by more than one row. All but one row of each pair leave their slot.
+    entry_batch = batch_of[index.text_rows].astype(np.int64)
+    live = np.flatnonzero(entry_batch >= 0)
+    entry_text = np.repeat(np.arange(index.num_texts, dtype=np.int64), index.text_counts)[live]
+    keys = entry_batch[live] * index.num_texts + entry_text
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    repeated = order[1:][sorted_keys[1:] == sorted_keys[:-1]]
+    evicted = np.unique(index.text_rows[live[repeated]]) if len(repeated) else np.empty(0, dtype=np.int64)
+    if len(evicted) == 0:
+        return Placement(slots, batch_size, np.empty(0, dtype=np.int64))
+
+    num_batches = -(-num_placed // batch_size)
+    holes: list[int] = pos_of[evicted].tolist()
+    hole_at: dict[int, int] = {slot: i for i, slot in enumerate(holes)}
+    slots[holes] = -1
+    batch_of[evicted] = -1
+    queue: deque[int] = deque(rng.permutation(evicted).tolist())
+    budget = budget_per_row * len(queue) + budget_base
+
+    def fill(slot: int, row: int) -> None:
+        slots[slot] = row
+        batch_of[row] = slot // batch_size
+
+    def drop_hole(slot: int) -> None:
+        i = hole_at.pop(slot)
+        last = holes.pop()
+        if last != slot:
+            holes[i] = last
+            hole_at[last] = i
+
+    while queue:
+        if budget <= 0:
+            return Placement(slots, batch_size, np.asarray(list(queue), dtype=np.int64))
+        row = queue.pop()
+        neighbours = index.neighbours(row)
+        neighbour_batches = batch_of[neighbours]
+        placed = False
+        # 1) A hole in a batch that shares no text with the row.
+        probes = (
+            holes if len(holes) <= _HOLE_PROBES else [holes[i] for i in rng.integers(len(holes), size=_HOLE_PROBES)]
+        )
+        for slot in probes:
+            if not np.any(neighbour_batches == slot // batch_size):
+                drop_hole(slot)
+                fill(slot, row)
+                placed = True
+                break
+        # 2) A random slot whose batch collides with the row at most through the slot's own row, which moves out.
+        if not placed:
+            for slot in rng.integers(num_placed, size=_SLOT_PROBES).tolist():
+                clashing = neighbours[neighbour_batches == slot // batch_size]
+                occupant = int(slots[slot])
+                if len(clashing) and not np.all(clashing == occupant):
+                    continue
+                if occupant == -1:
+                    drop_hole(slot)
+                else:
+                    batch_of[occupant] = -1
+                    queue.append(occupant)
+                fill(slot, row)
+                placed = True
+                break
+        # 3) Dense case: look at every batch, for one that the row shares no text with (taking its hole, or
+        # moving a random row out) or shares texts with through one row only (moving that row out).
+        if not placed:
+            slot = _targeted_slot(neighbours, neighbour_batches, slots, batch_size, num_batches, rng)
+            if slot >= 0:
+                occupant = int(slots[slot])
+                if occupant == -1:
+                    drop_hole(slot)
+                else:
+                    batch_of[occupant] = -1
+                    queue.append(occupant)
+                fill(slot, row)
+                placed = True
+        if not placed:
+            queue.appendleft(row)
+        budget -= 1
+    return Placement(slots, batch_size, np.empty(0, dtype=np.int64))
+
+
+def _targeted_slot(
+    neighbours: np.ndarray,
+    neighbour_batches: np.ndarray,
+    slots: np.ndarray,
+    batch_size: int,
+    num_batches: int,
+    rng: np.random.Generator,
+) -> int:
+    """A slot to put a row in, given its neighbours and their batches, or -1 if no batch is one move away.
+
+    Prefers, in order: a hole in a batch the row shares no text with; any slot of such a batch; the slot of the
+    only row a batch shares texts with.
+    """
+    num_placed = len(slots)
+    placed = neighbour_batches >= 0
+    clashing_rows, first = np.unique(neighbours[placed], return_index=True)
+    clashing_batches = neighbour_batches[placed][first]
+    per_batch = np.bincount(clashing_batches, minlength=num_batches)
+    free = np.flatnonzero(per_batch == 0)
+    if len(free):
+        hole_slots = np.flatnonzero(slots == -1)
+        hole_slots = hole_slots[per_batch[hole_slots // batch_size] == 0]
+        if len(hole_slots):
+            return int(hole_slots[rng.integers(len(hole_slots))])
+        batch = int(free[rng.integers(len(free))])
+        size = min(batch_size, num_placed - batch * batch_size)
+        return batch * batch_size + int(rng.integers(size))
+    single = np.flatnonzero(per_batch == 1)
+    if len(single):
+        batch = int(single[rng.integers(len(single))])
+        row = clashing_rows[clashing_batches == batch][0]
+        return int(np.flatnonzero(slots[batch * batch_size : (batch + 1) * batch_size] == row)[0]) + batch * batch_size
+    return -1
+
+
+def skip_overfull_texts(
+    index: DuplicateIndex, rows: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Rows of ``rows`` to skip so that no text is held by more rows than there are batches.
+
+    A text held by more rows than batches cannot avoid sharing a batch, so only as many of its rows as there are
+    batches can stay, chosen at random. Skipping rows can lower the number of batches, so this repeats until
+    stable.
+
+    Returns:
+        The skipped row ids (sorted).
+    """
+    skipped: list[np.ndarray] = []
+    alive = np.zeros(index.num_rows, dtype=bool)
+    alive[rows] = True
+    entry_text = np.repeat(np.arange(index.num_texts, dtype=np.int64), index.text_counts)
+    while True:
+        num_alive = int(alive.sum())
+        num_batches = -(-num_alive // batch_size)
+        live = alive[index.text_rows]
+        counts = np.bincount(entry_text[live], minlength=index.num_texts)
+        if num_batches == 0 or not np.any(counts > num_batches):
+            break
+        # Rank the live rows of each text in a random order; ranks >= num_batches are skipped.
+        entries = np.flatnonzero(live)
+        shuffled = entries[rng.permutation(len(entries))]
+        by_text = shuffled[np.argsort(entry_text[shuffled], kind="stable")]
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        rank = np.arange(len(by_text)) - np.repeat(starts, counts)
+        over = index.text_rows[by_text[rank >= num_batches]]
+        over = np.unique(over)
+        alive[over] = False
+        skipped.append(over)
+    if not skipped:
+        return np.empty(0, dtype=np.int64)
+    return np.sort(np.concatenate(skipped)).astype(np.int64)
+
+
+def as_arrow_table(dataset: Any, columns: Sequence[str]) -> pa.Table:
+    """The ``columns`` of ``dataset`` as an Arrow table, in the dataset's row order.
+
+    Accepts a ``datasets.Dataset`` (selections and shuffles included), a ``pyarrow.Table``, or a mapping of column
+    name to a sequence of values.
+    """
+    if isinstance(dataset, pa.Table):
+        return dataset.select(list(columns))
+    if isinstance(dataset, dict):
+        return pa.table({name: dataset[name] for name in columns})
+    # datasets.Dataset: the arrow format honours an indices mapping (select/shuffle/filter) without Python rows.
+    return dataset.with_format("arrow", columns=list(columns))[:]
