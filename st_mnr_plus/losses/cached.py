@@ -1,0 +1,322 @@
+"""CachedMNRPlus: :class:`~st_mnr_plus.losses.MNRPlus` with GradCache, for batches whose activations do not fit.
+
+The three GradCache steps (embed without graph, loss and embedding gradients, re-embed and backpropagate the
+cached gradients), the RNG replay between the two encoder passes and DDP's ``no_sync`` on all but the last
+mini-batch come from sentence-transformers' :class:`~sentence_transformers.base.losses.gradcache.CachedLossMixin`,
+which ``CachedMultipleNegativesRankingLoss`` (CMNRL) uses too. What differs is step (2): CMNRL scores
+``mini_batch_size`` anchor rows at a time, re-normalising the whole candidate pool for every chunk; this class
+hands the whole batch to MNRPlus's tiled loss once, which normalises once and computes the loss and every
+embedding gradient in one fused pass over large tiles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from sentence_transformers.base.losses.gradcache import (
+    CachedLossMixin,
+    _validate_mini_batch_num_tokens,
+    has_static_embedding_input,
+)
+from sentence_transformers.util import cos_sim
+from torch import Tensor, nn
+
+from st_mnr_plus.losses.functional import row_hashes
+from st_mnr_plus.losses.mnr_plus import MNRPlus
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CachedMNRPlus"]
+
+_GRADCACHE_CITATION = """
+@misc{gao2021scaling,
+    title={Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup},
+    author={Luyu Gao and Yunyi Zhang and Jiawei Han and Jamie Callan},
+    year={2021},
+    eprint={2101.06983},
+    archivePrefix={arXiv},
+    primaryClass={cs.LG}
+}
+"""
+
+
+def _delegated(name: str) -> property:
+    """A read-only property reading ``name`` off the wrapped :class:`MNRPlus`, which owns every loss option."""
+    return property(lambda self: getattr(self.loss, name), doc=f"``{name}`` of the wrapped MNRPlus.")
+
+
+class CachedMNRPlus(CachedLossMixin, nn.Module):
+    def __init__(
+        self,
+        model: nn.Module,
+        scale: float = 20.0,
+        similarity_fct: Callable[[Tensor, Tensor], Tensor] = cos_sim,
+        mini_batch_size: int = 32,
+        mini_batch_num_tokens: int | None = None,
+        gather_across_devices: bool = False,
+        directions: tuple[Literal["query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"], ...] = (
+            "query_to_doc",
+        ),
+        partition_mode: Literal["joint", "per_direction"] = "joint",
+        show_progress_bar: bool = False,
+        hardness_mode: Literal["in_batch_negatives", "hard_negatives", "all_negatives"] | None = None,
+        hardness_strength: float = 0.0,
+        *,
+        symmetric: bool = False,
+        mask_duplicates: bool = True,
+        false_negative_margin: float | None = None,
+        learnable_scale: bool = False,
+        max_scale: float = 100.0,
+        hard_negatives: Literal["shared", "own"] = "shared",
+        tile_size: int | None = None,
+    ) -> None:
+        r""":class:`~st_mnr_plus.losses.MNRPlus` with gradient caching (GradCache): any batch size in the memory
+        of one mini-batch, with exactly the loss and gradients of the uncached loss on the whole batch.
+
+        A drop-in for sentence-transformers' ``CachedMultipleNegativesRankingLoss`` (CMNRL): the same positional
+        arguments in the same order, followed by MNRPlus's keyword-only options. The loss is MNRPlus's:
+
+        .. math::
+
+            \mathcal{L} = -\frac{1}{B} \sum_i \log \frac{\exp(s \cdot \mathrm{sim}(q_i, p_i))}
+                {\sum_{c \in \mathcal{C}_i \setminus \mathcal{M}_i} \exp(s \cdot \mathrm{sim}(q_i, c))}
+
+        with ``s = scale = 1 / temperature`` and :math:`\mathcal{M}_i` the masked false negatives (see MNRPlus).
+        It is computed in three steps:
+
+        1. embed every column in mini-batches of ``mini_batch_size`` rows without keeping activations,
+           recording each mini-batch's RNG state;
+        2. compute the loss on the whole batch with MNRPlus's tiled computation, and its gradients with respect
+           to the embeddings (and to a learnable scale);
+        3. during the trainer's backward pass, re-embed each mini-batch with gradients, replaying its RNG state
+           (so dropout draws the same masks) and back-propagate the cached gradients into the model. Under
+           DistributedDataParallel, gradients are synchronised once, after the last mini-batch.
+
+        Args:
+            model: The SentenceTransformer model. Models whose inputs cannot be split into mini-batches (a
+                ``StaticEmbedding``) are rejected: use :class:`~st_mnr_plus.losses.MNRPlus`, which needs no cache
+                for them.
+            scale: Inverse temperature, ``scale = 1 / temperature``; with ``learnable_scale`` its initial value.
+            similarity_fct: ``cos_sim`` (default) or ``dot_score`` use MNRPlus's tiled path; any other function
+                its plain path.
+            mini_batch_size: Rows per encoder pass: what bounds the activation memory. Larger is faster.
+            mini_batch_num_tokens: If set, pack each encoder mini-batch by its number of non-padding tokens
+                instead of by ``mini_batch_size`` rows (as CMNRL).
+            gather_across_devices: Gather the embeddings and the token-id hashes of every rank, with gradients,
+                and score this rank's rows against the global candidate pool.
+            directions: Interaction terms, as MNRL: ``"query_to_doc"`` (required), ``"query_to_query"``,
+                ``"doc_to_query"``, ``"doc_to_doc"``.
+            partition_mode: ``"joint"`` or ``"per_direction"``, as MNRL.
+            show_progress_bar: Show a progress bar over the encoder mini-batches.
+            hardness_mode: MNRL's hardness weighting: ``None``, ``"in_batch_negatives"``, ``"hard_negatives"``
+                or ``"all_negatives"``.
+            hardness_strength: ``alpha`` of the hardness penalty; must be non-negative.
+            symmetric: MNRPlus's shorthand for ``directions=("query_to_doc", "doc_to_query")``,
+                ``partition_mode="per_direction"``.
+            mask_duplicates: Exclude from each anchor's negatives every candidate whose token ids equal its
+                positive's (hashed from the token ids before the first encoder pass, so dropout cannot matter).
+            false_negative_margin: Also exclude negatives more similar than the positive minus this margin.
+            learnable_scale: Learn the scale (log-parametrised, clamped at ``max_scale``). Its gradient is
+                cached in step 2 and applied, scaled like every other gradient (gradient accumulation, AMP
+                loss scaling), when the trainer back-propagates the returned loss. Across processes it is
+                averaged like DDP averages the model's gradients, so every rank keeps the same scale.
+            max_scale: Upper bound of a learnable scale.
+            hard_negatives: ``"shared"`` (MNRL: hard negatives are negatives for every anchor) or ``"own"``.
+            tile_size: Anchor rows per tile of the loss stage; ``None`` lets MNRPlus choose.
+
+        Inputs:
+            +-------------------------------------------------+--------+
+            | Inputs                                          | Labels |
+            +=================================================+========+
+            | (anchor, positive) pairs                        | none   |
+            +-------------------------------------------------+--------+
+            | (anchor, positive, negative) triplets           | none   |
+            +-------------------------------------------------+--------+
+            | (anchor, positive, negative_1, ..., negative_n) | none   |
+            +-------------------------------------------------+--------+
+
+            Candidates are laid out as in MNRL: all positives, then each hard-negative column, the target of
+            row ``i`` being column ``i``.
+
+        Recommendations:
+            - Use a large ``per_device_train_batch_size`` with the largest ``mini_batch_size`` that fits.
+            - Use :class:`st_mnr_plus.NoDuplicatesSampler` as ``batch_sampler``.
+
+        Relations:
+            - :class:`~st_mnr_plus.losses.MNRPlus`: the same loss without the cache: faster when the batch's
+              activations fit in memory, and the one to use with a ``StaticEmbedding`` model.
+            - ``sentence_transformers.losses.CachedMultipleNegativesRankingLoss``: the same caching around MNRL;
+              same loss and gradients when no duplicates are masked (``mask_duplicates=False``, or none in the
+              batch).
+
+        References:
+            - Gao et al., 2021, Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup
+              (GradCache): https://arxiv.org/abs/2101.06983
+            - See :class:`~st_mnr_plus.losses.MNRPlus` for the loss itself.
+
+        Example:
+            ::
+
+                from datasets import Dataset
+                from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+                from sentence_transformers.sentence_transformer.training_args import (
+                    SentenceTransformerTrainingArguments,
+                )
+                from st_mnr_plus import CachedMNRPlus
+
+                model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
+                train_dataset = Dataset.from_dict({
+                    "anchor": ["It's nice weather outside today.", "He drove to work."],
+                    "positive": ["It's so sunny.", "He took the car to the office."],
+                })
+                loss = CachedMNRPlus(model, mini_batch_size=64)
+                args = SentenceTransformerTrainingArguments("out", per_device_train_batch_size=4096)
+                trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
+                trainer.train()
+        """
+        super().__init__()
+        if isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int) or mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}")
+        _validate_mini_batch_num_tokens(mini_batch_num_tokens)
+        if has_static_embedding_input(model):
+            raise ValueError(
+                "CachedMNRPlus cannot cache a StaticEmbedding model: its inputs (a flat token stream with offsets) "
+                "cannot be split into mini-batches, and it has no activations worth caching. Use MNRPlus instead."
+            )
+        self.model = model
+        # The wrapped loss owns and validates every loss option; this class adds the caching.
+        self.loss = MNRPlus(
+            model,
+            scale=scale,
+            similarity_fct=similarity_fct,
+            gather_across_devices=gather_across_devices,
+            directions=directions,
+            partition_mode=partition_mode,
+            hardness_mode=hardness_mode,
+            hardness_strength=hardness_strength,
+            symmetric=symmetric,
+            mask_duplicates=mask_duplicates,
+            false_negative_margin=false_negative_margin,
+            learnable_scale=learnable_scale,
+            max_scale=max_scale,
+            hard_negatives=hard_negatives,
+            tile_size=tile_size,
+        )
+        self.mini_batch_size = mini_batch_size
+        self.mini_batch_num_tokens = mini_batch_num_tokens
+        self.show_progress_bar = show_progress_bar
+        # Set by forward for calculate_loss, which the mixin calls with (reps, labels) only.
+        self._row_ids: list[Tensor] | None = None
+        # Gradients of the loss's own parameters (a learnable scale) from the last step (2), see forward.
+        self._param_grads: list[tuple[nn.Parameter, Tensor]] = []
+
+    scale = _delegated("scale")
+    temperature = _delegated("temperature")
+    similarity_fct = _delegated("similarity_fct")
+    gather_across_devices = _delegated("gather_across_devices")
+    directions = _delegated("directions")
+    partition_mode = _delegated("partition_mode")
+    hardness_mode = _delegated("hardness_mode")
+    hardness_strength = _delegated("hardness_strength")
+    symmetric = _delegated("symmetric")
+    mask_duplicates = _delegated("mask_duplicates")
+    false_negative_margin = _delegated("false_negative_margin")
+    learnable_scale = _delegated("learnable_scale")
+    max_scale = _delegated("max_scale")
+    hard_negatives = _delegated("hard_negatives")
+    tile_size = _delegated("tile_size")
+
+    @property
+    def diagnostics(self) -> dict[str, float]:
+        """The wrapped MNRPlus's diagnostics of the last batch (accuracy, similarities, masking, scale)."""
+        return self.loss.diagnostics
+
+    # ---- GradCache -----------------------------------------------------------------------------------------
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
+        sentence_features = list(sentence_features)
+        if len(sentence_features) < 2:
+            raise ValueError(
+                f"sentence_features must hold at least 2 columns (anchor, positive), got {len(sentence_features)}"
+            )
+        # Hash the token ids before any encoder pass: modules may edit the features in place while embedding.
+        self._row_ids = [row_hashes(f) for f in sentence_features] if self.loss.mask_duplicates else None
+        self._param_grads = []
+        try:
+            loss = self.forward_cached(sentence_features, labels)
+        finally:
+            self._row_ids = None
+        if not self._param_grads:
+            return loss
+        # The loss's own parameters got their gradients in step (2), but must receive them only when (and
+        # scaled as) the returned loss is back-propagated: p * g - sg(p * g) is 0 in value, g in gradient.
+        surrogate = sum((p * g).sum() for p, g in self._param_grads)
+        self._param_grads = []
+        return loss + (surrogate - surrogate.detach())
+
+    def calculate_loss(
+        self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
+    ) -> Tensor:
+        """Step (2): the MNRPlus loss of the whole batch from the per-mini-batch embeddings.
+
+        With ``with_backward``, the gradients with respect to the embeddings are left in each mini-batch's
+        ``.grad`` (the mixin caches them from there), those of the loss's own parameters are kept for
+        :meth:`forward`, and the detached loss is returned.
+
+        Args:
+            reps: Per column, the embeddings of each mini-batch, ``(mini_batch, dim)`` leaf tensors.
+            labels: Unused (the target of row ``i`` is its own positive).
+            with_backward: Compute the gradients too.
+        """
+        embeddings = [torch.cat(column) for column in reps]  # one (B, dim) tensor per column
+        loss = self.loss.compute_loss_from_embeddings(embeddings, labels, row_ids=self._row_ids)
+        if not with_backward:
+            return loss
+        leaves = [rep for column in reps for rep in column]
+        model_params = {id(p) for p in self.model.parameters()}
+        params = [p for p in self.loss.parameters() if p.requires_grad and id(p) not in model_params]
+        grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
+        for rep, grad in zip(leaves, grads[: len(leaves)], strict=True):
+            rep.grad = grad
+        used = [(p, g) for p, g in zip(params, grads[len(leaves) :], strict=True) if g is not None]
+        averaged = _average_across_ranks([g for _, g in used])
+        self._param_grads = [(p, g) for (p, _), g in zip(used, averaged, strict=True)]
+        return loss.detach()
+
+    # ---- model card -----------------------------------------------------------------------------------------
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            **self.loss.get_config_dict(),
+            "mini_batch_size": self.mini_batch_size,
+            "mini_batch_num_tokens": self.mini_batch_num_tokens,
+        }
+
+    @property
+    def citation(self) -> str:
+        return _GRADCACHE_CITATION + self.loss.citation
+
+    def extra_repr(self) -> str:
+        return f"mini_batch_size={self.mini_batch_size}"
+
+
+def _average_across_ranks(grads: list[Tensor]) -> list[Tensor]:
+    """Average the loss's own gradients over the ranks, as DDP does for the model's, so all ranks stay equal.
+
+    Each rank's loss is the mean over its own rows, and DDP averages the model's gradients; the loss's
+    parameters are not in DDP, so without this every rank would step its scale by its own gradient.
+    """
+    if not grads or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return grads
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    out, start = [], 0
+    for g in grads:
+        out.append(flat[start : start + g.numel()].view_as(g))
+        start += g.numel()
+    return out

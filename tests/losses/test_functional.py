@@ -1,0 +1,428 @@
+"""MNRPlus's math on plain tensors: equivalence with sentence-transformers' MNRL and with the float64 reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+from sentence_transformers.util import cos_sim, dot_score
+
+from st_mnr_plus.losses import MNRPlus
+from st_mnr_plus.losses.functional import MNRSpec, infcl_mnr_loss, mnr_plus_loss, plain_mnr_loss, row_hashes
+from tests.reference import reference_mnr_loss
+
+# Tolerances by dtype (torch's defaults for float32/float64; bf16 compared against the float32 result).
+TOL = {
+    torch.float32: {"rtol": 1.3e-6, "atol": 1e-5},
+    torch.float64: {"rtol": 1e-7, "atol": 1e-7},
+    # bf16 embeddings carry ~3 significant digits; the loss itself is computed in float32.
+    torch.bfloat16: {"rtol": 1.6e-2, "atol": 1e-2},
+}
+TILE = 4  # small, so that every batch above 4 rows spans several tiles
+
+DIRECTION_SETS = {
+    "q2d": ("query_to_doc",),
+    "q2d+d2q": ("query_to_doc", "doc_to_query"),
+    "q2d+q2q": ("query_to_doc", "query_to_query"),
+    "q2d+d2d": ("query_to_doc", "doc_to_doc"),
+    "all4": ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"),
+}
+CONFIGS = [
+    pytest.param(dirs, mode, id=f"{name}-{mode}")
+    for name, dirs in DIRECTION_SETS.items()
+    for mode in ("joint", "per_direction")
+    if mode == "joint" or not set(dirs) & {"query_to_query", "doc_to_doc"}
+]
+HARDNESS = [
+    pytest.param(None, 0.0, id="nohard"),
+    pytest.param("in_batch_negatives", 3.0, id="inbatch"),
+    pytest.param("hard_negatives", 3.0, id="hardneg"),
+    pytest.param("all_negatives", 3.0, id="allneg"),
+]
+SIMILARITIES = [pytest.param(cos_sim, 20.0, id="cos"), pytest.param(dot_score, 1.0, id="dot")]
+
+
+def _embeddings(batch: int, columns: int, dim: int = 8, dtype: torch.dtype = torch.float32, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, dim, generator=generator, dtype=dtype) for _ in range(columns)]
+
+
+def _loss_and_grads(loss_module, embeddings, **kwargs):
+    leaves = [e.clone().requires_grad_() for e in embeddings]
+    loss = loss_module.compute_loss_from_embeddings(leaves, None, **kwargs)
+    loss.backward()
+    return loss, [leaf.grad for leaf in leaves]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, TILE + 1], ids=lambda b: f"B{b}")
+@pytest.mark.parametrize("negatives", [0, 1, 3], ids=lambda n: f"neg{n}")
+@pytest.mark.parametrize(("similarity_fct", "scale"), SIMILARITIES)
+@pytest.mark.parametrize(("hardness_mode", "hardness_strength"), HARDNESS)
+@pytest.mark.parametrize(("directions", "partition_mode"), CONFIGS)
+def test_matches_sentence_transformers_mnrl(
+    directions, partition_mode, hardness_mode, hardness_strength, similarity_fct, scale, negatives, batch
+):
+    kwargs = {
+        "scale": scale,
+        "similarity_fct": similarity_fct,
+        "directions": directions,
+        "partition_mode": partition_mode,
+        "hardness_mode": hardness_mode,
+        "hardness_strength": hardness_strength,
+    }
+    embeddings = _embeddings(batch, 2 + negatives, seed=batch * 10 + negatives)
+    expected, expected_grads = _loss_and_grads(MultipleNegativesRankingLoss(None, **kwargs), embeddings)
+    # mask_duplicates is on (the default): random rows have no duplicates, and no row ids are passed here.
+    actual, actual_grads = _loss_and_grads(MNRPlus(None, tile_size=TILE, **kwargs), embeddings)
+    torch.testing.assert_close(actual, expected, msg="loss", **TOL[torch.float32])
+    for k, (got, want) in enumerate(zip(actual_grads, expected_grads, strict=True)):
+        torch.testing.assert_close(got, want, msg=f"grad of column {k}", **TOL[torch.float32])
+    if batch > 1:  # a single pair has no negative: its loss is constant (0) and so are the gradients
+        assert actual_grads[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("margin", [None, 0.1, -0.2], ids=["nomargin", "margin0.1", "margin-0.2"])
+@pytest.mark.parametrize("hard_negatives", ["shared", "own"])
+@pytest.mark.parametrize(("hardness_mode", "hardness_strength"), HARDNESS)
+@pytest.mark.parametrize(("directions", "partition_mode"), CONFIGS)
+def test_masks_and_modes_match_float64_reference(
+    directions, partition_mode, hardness_mode, hardness_strength, hard_negatives, margin
+):
+    """Duplicate masking, the margin, own hard negatives and a learnable scale, against the per-row loop."""
+    batch = 6
+    embeddings = _embeddings(batch, 4, dtype=torch.float64, seed=3)
+    query_ids = [0, 1, 0, 2, 3, 4]
+    doc_ids = [[10, 11, 10, 12, 13, 11], [20, 10, 21, 22, 23, 24], [30, 31, 32, 13, 34, 35]]
+    # Equal ids are equal texts: give them equal embeddings, as an eval-mode model would.
+    embeddings[0][2] = embeddings[0][0]
+    embeddings[1][2] = embeddings[1][0]
+    embeddings[1][5] = embeddings[1][1]
+    embeddings[2][1] = embeddings[1][0]
+    embeddings[3][3] = embeddings[1][4]
+    kwargs = {
+        "directions": directions,
+        "partition_mode": partition_mode,
+        "hardness_mode": hardness_mode,
+        "hardness_strength": hardness_strength,
+    }
+    loss_module = MNRPlus(
+        None, tile_size=TILE, hard_negatives=hard_negatives, false_negative_margin=margin, learnable_scale=True, **kwargs
+    ).double()
+    row_ids = [torch.tensor(query_ids)] + [torch.tensor(ids) for ids in doc_ids]
+    actual, actual_grads = _loss_and_grads(loss_module, embeddings, row_ids=row_ids)
+
+    leaves = [e.clone().requires_grad_() for e in embeddings]
+    scale = torch.tensor(20.0, dtype=torch.float64, requires_grad=True)
+    expected = reference_mnr_loss(
+        leaves[0],
+        leaves[1:],
+        scale=scale,
+        hard_negatives=hard_negatives,
+        false_negative_margin=margin,
+        query_ids=query_ids,
+        doc_ids=doc_ids,
+        **kwargs,
+    )
+    expected.backward()
+    torch.testing.assert_close(actual, expected, msg="loss", **TOL[torch.float64])
+    for k, (got, leaf) in enumerate(zip(actual_grads, leaves, strict=True)):
+        torch.testing.assert_close(got, leaf.grad, msg=f"grad of column {k}", **TOL[torch.float64])
+    # d loss / d log_scale = d loss / d scale * scale.
+    torch.testing.assert_close(loss_module.log_scale.grad, scale.grad * 20.0, msg="scale grad", **TOL[torch.float64])
+    assert loss_module.diagnostics["masked_duplicates"] > 0
+
+
+def test_reference_matches_mnrl_without_extras():
+    """The reference itself agrees with sentence-transformers where it should (guards the reference)."""
+    embeddings = _embeddings(5, 3, dtype=torch.float64, seed=11)
+    for directions in DIRECTION_SETS.values():
+        mnrl = MultipleNegativesRankingLoss(None, directions=directions)
+        expected = mnrl.compute_loss_from_embeddings(embeddings, None)
+        actual = reference_mnr_loss(embeddings[0], embeddings[1:], directions=directions)
+        torch.testing.assert_close(actual, expected, msg=str(directions), **TOL[torch.float64])
+
+
+def test_duplicate_positive_is_a_negative_for_mnrl_but_masked_for_mnr_plus():
+    batch = 4
+    embeddings = _embeddings(batch, 2, seed=5)
+    # Rows 0 and 1 have the same positive text ("A man is playing.").
+    embeddings[1][1] = embeddings[1][0]
+    row_ids = [torch.tensor([1, 2, 3, 4]), torch.tensor([7, 7, 8, 9])]
+    mnrl_loss = MultipleNegativesRankingLoss(None).compute_loss_from_embeddings(embeddings, None)
+    plus = MNRPlus(None)
+    plus_loss = plus.compute_loss_from_embeddings(embeddings, None, row_ids=row_ids)
+    unmasked = MNRPlus(None, mask_duplicates=False).compute_loss_from_embeddings(embeddings, None, row_ids=None)
+    # MNRL punishes rows 0 and 1 for the duplicate of their own positive; MNRPlus does not.
+    torch.testing.assert_close(unmasked, mnrl_loss, msg="unmasked equals MNRL")
+    assert plus_loss < mnrl_loss - 0.1
+    expected = reference_mnr_loss(
+        embeddings[0].double(),
+        [e.double() for e in embeddings[1:]],
+        query_ids=[1, 2, 3, 4],
+        doc_ids=[[7, 7, 8, 9]],
+    )
+    torch.testing.assert_close(plus_loss.double(), expected, **TOL[torch.float32])
+    assert plus.diagnostics["masked_duplicates"] == 2.0  # row 0 masks p_1, row 1 masks p_0
+    assert plus.diagnostics["masked_fraction"] == pytest.approx(2 / (batch * (batch - 1)))
+
+
+@pytest.mark.parametrize(
+    "spec_kwargs",
+    [
+        pytest.param({}, id="q2d"),
+        pytest.param({"directions": ("query_to_doc", "doc_to_query")}, id="symmetric-joint"),
+        pytest.param(
+            {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}, id="symmetric-perdir"
+        ),
+        pytest.param(
+            {"directions": ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")}, id="all4-joint"
+        ),
+        # No hardness penalty here: its stop-gradient makes the analytical gradient differ from the numerical
+        # one by design (the penalty's gradient is checked against MNRL and the reference instead).
+        pytest.param({"hard_negatives": "own", "directions": DIRECTION_SETS["all4"]}, id="own-all4"),
+        pytest.param({"false_negative_margin": 0.3}, id="margin"),
+        pytest.param({"offset": 2, "local_batch": 3, "directions": ("query_to_doc", "doc_to_query")}, id="gathered"),
+    ],
+)
+def test_gradcheck_fused_function(spec_kwargs):
+    generator = torch.Generator().manual_seed(7)
+    batch, negatives = 5, 1
+    spec = MNRSpec(**{"local_batch": batch, "tile_rows": 2, **spec_kwargs})
+    queries = torch.randn(batch, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    candidates = torch.randn(batch * (1 + negatives), 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    hashes = (torch.tensor([1, 2, 1, 3, 4]), torch.tensor([5, 6, 5, 7, 8, 9, 10, 11, 12, 13]))
+
+    def loss(q, c, s):
+        return mnr_plus_loss(q, c, s, spec, "dot", *hashes)[0]
+
+    assert torch.autograd.gradcheck(loss, (queries, candidates, scale))
+
+
+@pytest.mark.parametrize("negatives", [0, 1], ids=lambda n: f"neg{n}")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_precision_embeddings_give_float32_loss_close_to_float32(dtype, negatives):
+    embeddings = _embeddings(9, 2 + negatives, dim=16, seed=2)
+    low = [e.to(dtype) for e in embeddings]
+    reference = [e.float() for e in low]  # the same rounded values, in float32
+    loss_module = MNRPlus(None, tile_size=TILE, directions=("query_to_doc", "doc_to_query"))
+    expected, expected_grads = _loss_and_grads(loss_module, reference)
+    actual, actual_grads = _loss_and_grads(loss_module, low)
+    assert actual.dtype == torch.float32
+    assert torch.isfinite(actual)
+    torch.testing.assert_close(actual, expected, msg="loss", **TOL[torch.float32])
+    for k, (got, want) in enumerate(zip(actual_grads, expected_grads, strict=True)):
+        assert got.dtype == dtype
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.float(), want, msg=f"grad of column {k}", **TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("tile_size", [None, 1, 3, 64], ids=lambda t: f"tile{t}")
+def test_tile_size_does_not_change_the_result(tile_size):
+    embeddings = _embeddings(10, 3, seed=4)
+    expected, expected_grads = _loss_and_grads(MultipleNegativesRankingLoss(None), embeddings)
+    actual, actual_grads = _loss_and_grads(MNRPlus(None, tile_size=tile_size), embeddings)
+    torch.testing.assert_close(actual, expected, **TOL[torch.float32])
+    for got, want in zip(actual_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
+def test_no_grad_forward_gives_the_same_loss():
+    embeddings = _embeddings(7, 3, seed=8)
+    loss_module = MNRPlus(None, tile_size=3, symmetric=True)
+    with_grad, _ = _loss_and_grads(loss_module, embeddings)
+    with torch.no_grad():
+        without = loss_module.compute_loss_from_embeddings(embeddings, None)
+    torch.testing.assert_close(without, with_grad.detach())
+
+
+@pytest.mark.parametrize(("directions", "partition_mode"), CONFIGS)
+def test_custom_similarity_falls_back_to_the_plain_path(directions, partition_mode):
+    embeddings = _embeddings(6, 3, seed=9)
+
+    def my_cos(a, b):  # a custom function: MNRPlus cannot tile it
+        return cos_sim(a, b)
+
+    kwargs = {"directions": directions, "partition_mode": partition_mode, "hardness_mode": "all_negatives"}
+    kwargs["hardness_strength"] = 2.0
+    expected, expected_grads = _loss_and_grads(MultipleNegativesRankingLoss(None, **kwargs), embeddings)
+    actual, actual_grads = _loss_and_grads(MNRPlus(None, similarity_fct=my_cos, **kwargs), embeddings)
+    torch.testing.assert_close(actual, expected, **TOL[torch.float32])
+    for got, want in zip(actual_grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
+def test_plain_path_masks_like_the_tiled_path():
+    embeddings = _embeddings(6, 3, dtype=torch.float64, seed=12)
+    embeddings[1][3] = embeddings[1][0]
+    spec = MNRSpec(local_batch=6, directions=DIRECTION_SETS["all4"], false_negative_margin=0.05, hard_negatives="own")
+    hashes = (torch.arange(6), torch.tensor([0, 1, 2, 0, 4, 5, 6, 7, 8, 9, 10, 11]) + 100)
+    queries = torch.nn.functional.normalize(embeddings[0], dim=1)
+    candidates = torch.nn.functional.normalize(torch.cat(embeddings[1:]), dim=1)
+    scale = torch.tensor(20.0, dtype=torch.float64, requires_grad=True)
+    tiled, tiled_stats = mnr_plus_loss(queries, candidates, scale, spec, "dot", *hashes)
+    (tiled_scale_grad,) = torch.autograd.grad(tiled, scale)
+    plain, plain_stats = plain_mnr_loss(queries, candidates, scale, spec, dot_score, *hashes)
+    (plain_scale_grad,) = torch.autograd.grad(plain, scale)
+    torch.testing.assert_close(plain, tiled)
+    torch.testing.assert_close(plain_stats, tiled_stats)
+    torch.testing.assert_close(plain_scale_grad, tiled_scale_grad)
+    assert torch.isfinite(plain_scale_grad)
+
+
+@pytest.mark.parametrize("batch", [1, 5, 9], ids=lambda b: f"B{b}")
+@pytest.mark.parametrize("negatives", [0, 1], ids=lambda n: f"neg{n}")
+def test_infcl_variant_matches_mnrl(batch, negatives):
+    embeddings = _embeddings(batch, 2 + negatives, seed=13)
+    expected, expected_grads = _loss_and_grads(MultipleNegativesRankingLoss(None), embeddings)
+    leaves = [e.clone().requires_grad_() for e in embeddings]
+    actual = infcl_mnr_loss(leaves[0], torch.cat(leaves[1:]), 20.0, tile_cols=4)
+    actual.backward()
+    torch.testing.assert_close(actual, expected, **TOL[torch.float32])
+    for leaf, want in zip(leaves, expected_grads, strict=True):
+        torch.testing.assert_close(leaf.grad, want, **TOL[torch.float32])
+
+
+def test_diagnostics_report_accuracy_similarities_and_scale():
+    queries = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    positives = torch.tensor([[1.0, 0.0], [1.0, 0.2], [1.0, 1.1]])
+    loss_module = MNRPlus(None, scale=10.0)
+    loss_module.compute_loss_from_embeddings([queries, positives], None)
+    sims = cos_sim(queries, positives)
+    diag = sims.diagonal()
+    off = sims.masked_fill(torch.eye(3, dtype=torch.bool), -2.0).amax(dim=1)
+    d = loss_module.diagnostics
+    assert set(d) >= {"accuracy", "positive_similarity", "hardest_negative_similarity", "masked_fraction", "scale"}
+    assert d["accuracy"] == pytest.approx((diag > off).float().mean().item())
+    assert d["accuracy"] == pytest.approx(2 / 3)  # row 1's positive loses to p_2
+    assert d["positive_similarity"] == pytest.approx(diag.mean().item(), abs=1e-6)
+    assert d["hardest_negative_similarity"] == pytest.approx(off.mean().item(), abs=1e-6)
+    assert d["masked_fraction"] == 0.0
+    assert d["scale"] == 10.0
+    assert all(isinstance(v, float) for v in d.values())
+
+
+def test_diagnostics_of_a_single_pair_have_no_hardest_negative():
+    loss_module = MNRPlus(None)
+    loss_module.compute_loss_from_embeddings(_embeddings(1, 2), None)
+    assert math.isnan(loss_module.diagnostics["hardest_negative_similarity"])
+    assert loss_module.diagnostics["accuracy"] == 1.0
+
+
+# ---- row hashes ------------------------------------------------------------------------------------------------
+
+
+def test_row_hashes_ignore_padding_and_tell_texts_apart():
+    right = {
+        "input_ids": torch.tensor([[101, 7, 8, 102, 0, 0], [101, 7, 9, 102, 0, 0], [101, 7, 8, 9, 102, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0]]),
+    }
+    narrow = {"input_ids": torch.tensor([[101, 7, 8, 102]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+    left = {"input_ids": torch.tensor([[0, 0, 101, 7, 8, 102]]), "attention_mask": torch.tensor([[0, 0, 1, 1, 1, 1]])}
+    h = row_hashes(right)
+    assert h.dtype == torch.int64
+    assert h.shape == (3,)
+    assert len(set(h.tolist())) == 3
+    assert row_hashes(narrow).item() == h[0].item()
+    assert row_hashes(left).item() == h[0].item()
+    assert (h >= 0).all()
+
+
+def test_row_hashes_of_flat_embedding_bag_inputs():
+    flat = {"input_ids": torch.tensor([5, 6, 7, 5, 6, 7, 5]), "offsets": torch.tensor([0, 3, 6])}
+    h = row_hashes(flat)
+    assert h[0] == h[1]
+    assert h[0] != h[2]
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        pytest.param({"pixel_values": torch.zeros(2, 3)}, id="no-input-ids"),
+        pytest.param({"input_ids": torch.zeros(2, 3, 4, dtype=torch.long)}, id="3d"),
+        pytest.param(
+            {"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 4)}, id="mask-shape"
+        ),
+        pytest.param({"input_ids": torch.zeros(5, dtype=torch.long)}, id="flat-without-offsets"),
+    ],
+)
+def test_row_hashes_reject_unusable_features(features):
+    with pytest.raises(ValueError, match="input_ids|attention_mask|offsets"):
+        row_hashes(features)
+
+
+# ---- argument validation ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        pytest.param({"scale": 0.0}, "scale", id="scale-zero"),
+        pytest.param({"scale": -1.0}, "scale", id="scale-negative"),
+        pytest.param({"directions": ()}, "directions", id="no-directions"),
+        pytest.param({"directions": ("doc_to_query",)}, "query_to_doc", id="no-q2d"),
+        pytest.param({"directions": ("query_to_doc", "sideways")}, "directions", id="bad-direction"),
+        pytest.param({"partition_mode": "both"}, "partition_mode", id="bad-partition"),
+        pytest.param(
+            {"directions": ("query_to_doc", "query_to_query"), "partition_mode": "per_direction"},
+            "partition_mode",
+            id="perdir-q2q",
+        ),
+        pytest.param({"hardness_mode": "hardest"}, "hardness_mode", id="bad-hardness"),
+        pytest.param({"hardness_strength": -1.0}, "hardness_strength", id="negative-strength"),
+        pytest.param({"hard_negatives": "mine"}, "hard_negatives", id="bad-hard-negatives"),
+        pytest.param({"false_negative_margin": float("nan")}, "false_negative_margin", id="nan-margin"),
+        pytest.param({"max_scale": 0.0}, "max_scale", id="max-scale"),
+        pytest.param({"learnable_scale": True, "scale": 200.0}, "max_scale", id="scale-above-max"),
+        pytest.param({"tile_size": 0}, "tile_size", id="tile-zero"),
+        pytest.param({"symmetric": True, "directions": ("query_to_doc", "query_to_query")}, "symmetric", id="sym"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        MNRPlus(None, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "row_ids", "name"),
+    [
+        pytest.param([torch.zeros(3, 4)], None, "at least 2", id="one-column"),
+        pytest.param([torch.zeros(3, 4), torch.zeros(2, 4)], None, r"embeddings\[1\]", id="ragged-columns"),
+        pytest.param([torch.zeros(3, 4), torch.zeros(3, 4)], [torch.zeros(3)], "row_ids", id="row-ids-count"),
+        pytest.param(
+            [torch.zeros(3, 4), torch.zeros(3, 4)], [torch.zeros(3), torch.zeros(2)], r"row_ids\[1\]", id="row-ids"
+        ),
+    ],
+)
+def test_bad_embeddings_raise_value_error(embeddings, row_ids, name):
+    with pytest.raises(ValueError, match=name):
+        MNRPlus(None).compute_loss_from_embeddings(embeddings, None, row_ids=row_ids)
+
+
+def test_symmetric_is_the_per_direction_two_way_loss():
+    loss_module = MNRPlus(None, symmetric=True)
+    assert loss_module.directions == ("query_to_doc", "doc_to_query")
+    assert loss_module.partition_mode == "per_direction"
+
+
+def test_learnable_scale_is_a_clamped_parameter():
+    loss_module = MNRPlus(None, scale=20.0, learnable_scale=True, max_scale=30.0)
+    assert [name for name, _ in loss_module.named_parameters()] == ["log_scale"]
+    assert loss_module.scale == pytest.approx(20.0)
+    assert loss_module.temperature == pytest.approx(1 / 20.0)
+    with torch.no_grad():
+        loss_module.log_scale.fill_(math.log(500.0))
+    assert loss_module.scale == pytest.approx(30.0)
+    fixed = MNRPlus(None, scale=20.0)
+    assert list(fixed.parameters()) == []
+    assert fixed.scale == 20.0
+    assert isinstance(fixed.scale, float)
+
+
+def test_registered_as_mnr_plus():
+    from st_mnr_plus import registry
+
+    assert registry.get("loss", "mnr_plus") is MNRPlus
+    assert registry.get("loss", "mnrl") is MultipleNegativesRankingLoss
