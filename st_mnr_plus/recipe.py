@@ -386,13 +386,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = ["", "=" * 72, "st-mnr-plus train: " + ("dry run (nothing trained)" if summary.get("dry_run") else "done")]
     data = summary["data"]
     lines.append(f"model      {summary['model']}")
-    counts = ", ".join(f"{k}={v}" for k, v in data.items() if k not in ("kind", "columns", "rows"))
-    lines.append(
-        f"data       {data['rows']} {data['kind']} rows {data['columns']}" + (f"  ({counts})" if counts else "")
-    )
+    lines.append(f"data       {data['rows']} {data['kind']} rows {data['columns']}")
+    if "rows_read" in data:
+        skipped = ", ".join(f"{k}={v}" for k, v in data.get("skipped", {}).items() if v)
+        lines.append(f"           from {data['rows_read']} rows read; skipped: {skipped or 'none'}")
     loss = summary["loss"]
-    settings = ", ".join(f"{k}={v}" for k, v in loss.items() if k not in ("name", "class"))
-    lines.append(f"loss       {loss['name']} ({loss['class']}): {settings}")
+    settings = [f"{k}={v}" for k, v in loss.items() if k not in ("name", "class")]
+    lines.append(f"loss       {loss['name']} ({loss['class']})")
+    # Four settings a line keeps the summary on one screen.
+    lines.extend("           " + ", ".join(settings[i : i + 4]) for i in range(0, len(settings), 4))
     lines.append(f"sampler    {summary['sampler']}, batch size {summary['batch_size']}")
     if summary.get("dry_run"):
         lines.append(f"would run  {summary['planned_steps']} steps")
