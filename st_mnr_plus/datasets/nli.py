@@ -104,6 +104,7 @@ _OUTPUT_COLUMNS: dict[str, tuple[str, ...]] = {
     "triplets": ("anchor", "positive", "negative"),
 }
 _WRITE_ROWS = 65_536
+_SPILL_SCHEMA = pa.schema([("premise", pa.string()), ("hypothesis", pa.string()), ("contradiction", pa.bool_())])
 
 
 @dataclass
@@ -192,8 +193,8 @@ class NLIBuilder:
     """Turn NLI corpora into MNR-ready ``anchor, positive`` pairs or ``anchor, positive, negative`` triplets.
 
     Sources are streamed in bounded batches and the output is written to an Arrow file in batches, so memory
-    does not grow with the input file (only with the duplicate index, 16 bytes of hash per distinct output row
-    plus set overhead, and for triplets with the texts of the premises being grouped).
+    does not grow with the input file, only with the duplicate index of pairs (a 16-byte BLAKE2b digest per
+    distinct pair, about 80 bytes with the set's overhead) and, for triplets, with 8 bytes per candidate row.
 
     Pairs are ``(premise, entailed hypothesis)``, one per distinct entailment row; ``add_reversed=True`` adds
     ``(hypothesis, premise)`` too, after each batch's forward pairs.
@@ -203,8 +204,9 @@ class NLIBuilder:
     distinct contradicting hypotheses yields ``e * c`` triplets (usually 1 for SNLI and MultiNLI), or
     ``min(max_triplets_per_premise, e * c)`` with a cap. The pairs are taken in an order where the first
     ``max(e, c)`` triplets use every hypothesis at least once, so a cap of ``max(e, c)`` loses no hypothesis.
-    Premises are emitted in order of first appearance, after any source that already has triplet columns.
-    A premise's hypotheses are grouped across all sources, so memory holds the grouped texts until the end.
+    Each premise's triplets are emitted after its last row (in order of first appearance when, as in SNLI and
+    MultiNLI, a premise's rows are adjacent), after the rows of any source that already has triplet columns.
+    Triplet candidates wait in a temporary Arrow file, so memory holds only the premises still open.
 
     Labels may be integers (0 entailment, 1 neutral, 2 contradiction, -1 no consensus, as on the hub), or
     strings in any case (``entailment``, ``ENTAILMENT``, the same digits as strings, and SNLI's ``-`` for no
@@ -502,13 +504,28 @@ def _blank(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0).to_numpy(zero_copy_only=False)
 
 
-def _key2(a: str, b: str) -> bytes:
+def _keys2(first: list[str], second: list[str]) -> list[bytes]:
+    """128-bit BLAKE2b digests of text pairs: exact-duplicate detection without keeping the texts."""
+    blake = hashlib.blake2b
     # 0xff never occurs in UTF-8, so the separator keeps ("a", "bc") and ("ab", "c") apart.
-    return hashlib.blake2b(a.encode() + b"\xff" + b.encode(), digest_size=16).digest()
+    return [
+        blake(a.encode() + b"\xff" + b.encode(), digest_size=16).digest() for a, b in zip(first, second, strict=True)
+    ]
 
 
-def _key3(a: str, b: str, c: str) -> bytes:
-    return hashlib.blake2b(a.encode() + b"\xff" + b.encode() + b"\xff" + c.encode(), digest_size=16).digest()
+def _keys3(first: list[str], second: list[str], third: list[str]) -> list[bytes]:
+    blake = hashlib.blake2b
+    return [
+        blake(a.encode() + b"\xff" + b.encode() + b"\xff" + c.encode(), digest_size=16).digest()
+        for a, b, c in zip(first, second, third, strict=True)
+    ]
+
+
+def _first_seen(seen: set[bytes], keys: list[bytes]) -> np.ndarray:
+    """True for each key not in ``seen`` nor earlier in ``keys``; adds the keys to ``seen``."""
+    add = seen.add
+    # ``add`` returns None, so the ``or`` records a new key and yields False for it.
+    return np.array([not (key in seen or add(key)) for key in keys], dtype=bool)
 
 
 def _pair_order(e: int, c: int, k: int) -> tuple[int, int]:
@@ -540,8 +557,10 @@ class _Run:
         self.closed = False
         self.seen: set[bytes] = set()
         self.seen_triplets: set[bytes] = set()
-        # premise -> (distinct entailed hypotheses, distinct contradicting hypotheses), in order of appearance.
-        self.groups: dict[str, tuple[list[str], list[str]]] = {}
+        # Triplet candidates (premise, hypothesis, is_contradiction) wait in a temporary Arrow stream.
+        self.spill_path = self.path.with_suffix(".candidates.arrows")
+        self.spill_writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self.premise_hashes: list[np.ndarray] = []
         self.label_cache: dict[Any, int | None] = {}
 
     # --------------------------------------------------------------------------------------------- labels
@@ -619,18 +638,11 @@ class _Run:
         if self.builder.output == "pairs":
             self._pairs(first, second)
         else:
-            self._group(first.to_pylist(), second.to_pylist(), codes[wanted & ~blank])
+            self._spill(first, second, codes[wanted & ~blank])
 
     def _pairs(self, anchors: pa.ChunkedArray, positives: pa.ChunkedArray) -> None:
         report = self.report
-        seen = self.seen
-        keep = np.zeros(len(anchors), dtype=bool)
-        anchor_list, positive_list = anchors.to_pylist(), positives.to_pylist()
-        for i, (a, p) in enumerate(zip(anchor_list, positive_list, strict=True)):
-            key = _key2(a, p)
-            if key not in seen:
-                seen.add(key)
-                keep[i] = True
+        keep = _first_seen(self.seen, _keys2(anchors.to_pylist(), positives.to_pylist()))
         kept = int(keep.sum())
         report.skipped["duplicate"] += len(keep) - kept
         report.rows_kept += kept
@@ -638,32 +650,24 @@ class _Run:
         anchors, positives = anchors.filter(mask), positives.filter(mask)
         self._write([anchors, positives])
         if self.builder.add_reversed:
-            back = np.zeros(kept, dtype=bool)
-            for i, (a, p) in enumerate(zip(anchors.to_pylist(), positives.to_pylist(), strict=True)):
-                key = _key2(p, a)
-                if key not in seen:
-                    seen.add(key)
-                    back[i] = True
+            back = _first_seen(self.seen, _keys2(positives.to_pylist(), anchors.to_pylist()))
             added = int(back.sum())
             report.reversed_added += added
             report.reversed_duplicates += kept - added
             mask = pa.array(back)
             self._write([positives.filter(mask), anchors.filter(mask)])
 
-    def _group(self, premises: list[str], hypotheses: list[str], codes: np.ndarray) -> None:
-        seen, groups = self.seen, self.groups
-        duplicates = 0
-        for premise, hypothesis, code in zip(premises, hypotheses, codes.tolist(), strict=True):
-            key = _key3(premise, hypothesis, "e" if code == ENTAILMENT else "c")
-            if key in seen:
-                duplicates += 1
-                continue
-            seen.add(key)
-            group = groups.get(premise)
-            if group is None:
-                group = groups[premise] = ([], [])
-            group[0 if code == ENTAILMENT else 1].append(hypothesis)
-        self.report.skipped["duplicate"] += duplicates
+    def _spill(self, premises: pa.ChunkedArray, hypotheses: pa.ChunkedArray, codes: np.ndarray) -> None:
+        """Triplet candidates go to a temporary Arrow stream; only a hash of each premise stays in memory."""
+        if self.spill_writer is None:
+            self.spill_writer = pa.ipc.new_stream(str(self.spill_path), _SPILL_SCHEMA)
+        contradiction = pa.array(codes == CONTRADICTION)
+        table = pa.Table.from_arrays(
+            [premises.cast(pa.string()), hypotheses.cast(pa.string()), contradiction], schema=_SPILL_SCHEMA
+        )
+        self.spill_writer.write_table(table)
+        # Python's str hash: a collision only keeps a premise's group open longer, never merges two premises.
+        self.premise_hashes.append(np.fromiter(map(hash, premises.to_pylist()), dtype=np.int64, count=len(premises)))
 
     def _passthrough_triplets(self, table: pa.Table) -> None:
         report = self.report
@@ -672,13 +676,7 @@ class _Run:
         report.skipped["empty_text"] += int(np.count_nonzero(blank))
         mask = pa.array(~blank)
         columns = [c.filter(mask) for c in columns]
-        keep = np.zeros(len(columns[0]), dtype=bool)
-        seen = self.seen_triplets
-        for i, (a, p, n) in enumerate(zip(*(c.to_pylist() for c in columns), strict=True)):
-            key = _key3(a, p, n)
-            if key not in seen:
-                seen.add(key)
-                keep[i] = True
+        keep = _first_seen(self.seen_triplets, _keys3(*(c.to_pylist() for c in columns)))
         kept = int(keep.sum())
         report.skipped["duplicate"] += len(keep) - kept
         report.rows_kept += kept
@@ -686,53 +684,101 @@ class _Run:
         self._write([c.filter(mask) for c in columns])
 
     def finish(self) -> None:
-        """Emit the grouped triplets, counting the rows that found no partner or fell to the cap."""
-        if not self.groups:
+        """Group the spilled triplet candidates by premise and emit each group after its premise's last row.
+
+        The spill is read back in order, one batch at a time; a group is emitted and freed at the last row of its
+        premise, so memory holds only the premises still open (few when a corpus keeps a premise's rows
+        together, as SNLI and MultiNLI do).
+        """
+        if self.spill_writer is None:
             return
+        self.spill_writer.close()
+        self.spill_writer = None
+        hashes = np.concatenate(self.premise_hashes)
+        self.premise_hashes = []
+        # The last row of each premise hash: first occurrences in the reversed array.
+        _, from_end = np.unique(hashes[::-1], return_index=True)
+        is_last = np.zeros(len(hashes), dtype=bool)
+        is_last[len(hashes) - 1 - from_end] = True
+        del hashes, from_end
+        groups: dict[str, tuple[dict[str, None], dict[str, None]]] = {}
+        out: tuple[list[str], list[str], list[str]] = ([], [], [])
+        duplicates = 0
+        row = 0
+        with pa.OSFile(str(self.spill_path), "rb") as spill, pa.ipc.open_stream(spill) as reader:
+            for batch in reader:
+                premises = batch.column(0).to_pylist()
+                hypotheses = batch.column(1).to_pylist()
+                contradictions = batch.column(2).to_pylist()
+                for premise, hypothesis, contradiction, last in zip(
+                    premises, hypotheses, contradictions, is_last[row : row + len(premises)].tolist(), strict=True
+                ):
+                    group = groups.get(premise)
+                    if group is None:
+                        group = groups[premise] = ({}, {})
+                    side = group[1] if contradiction else group[0]
+                    if hypothesis in side:
+                        duplicates += 1
+                    else:
+                        side[hypothesis] = None
+                    if last:
+                        self._emit(premise, *groups.pop(premise), out)
+                row += len(premises)
+                if len(out[0]) >= _WRITE_ROWS:
+                    self._write([pa.array(col, pa.string()) for col in out])
+                    out = ([], [], [])
+        for premise, (ents, cons) in groups.items():  # premises whose hash collided with a later premise's
+            self._emit(premise, ents, cons, out)
+        self._write([pa.array(col, pa.string()) for col in out])
+        self.report.skipped["duplicate"] += duplicates
+        self.spill_path.unlink(missing_ok=True)
+
+    def _emit(
+        self,
+        premise: str,
+        ent_set: dict[str, None],
+        con_set: dict[str, None],
+        out: tuple[list[str], list[str], list[str]],
+    ) -> None:
+        """Append a premise's triplets to ``out``; count its rows as kept or skipped (no partner, cap, duplicate)."""
         report, cap = self.report, self.builder.max_triplets_per_premise
         skipped = report.skipped
+        ents, cons = list(ent_set), list(con_set)
+        e, c = len(ents), len(cons)
+        if e == 0 or c == 0:
+            skipped["entailment_without_partner"] += e
+            skipped["contradiction_without_partner"] += c
+            return
         passthrough = self.seen_triplets
-        out: tuple[list[str], list[str], list[str]] = ([], [], [])
-        for premise, (ents, cons) in self.groups.items():
-            e, c = len(ents), len(cons)
-            if e == 0 or c == 0:
-                skipped["entailment_without_partner"] += e
-                skipped["contradiction_without_partner"] += c
+        used_e, used_c = [False] * e, [False] * c
+        dup_e, dup_c = [False] * e, [False] * c
+        emitted, capped = 0, False
+        for k in range(e * c):
+            if cap is not None and emitted >= cap:
+                capped = True
+                break
+            i, j = _pair_order(e, c, k)
+            positive, negative = ents[i], cons[j]
+            if positive == negative:  # the same hypothesis labelled both ways: no usable triplet
                 continue
-            used_e, used_c = [False] * e, [False] * c
-            dup_e, dup_c = [False] * e, [False] * c
-            emitted, capped = 0, False
-            for k in range(e * c):
-                if cap is not None and emitted >= cap:
-                    capped = True
-                    break
-                i, j = _pair_order(e, c, k)
-                positive, negative = ents[i], cons[j]
-                if positive == negative:  # the same hypothesis labelled both ways: no usable triplet
-                    continue
-                if passthrough and _key3(premise, positive, negative) in passthrough:
-                    dup_e[i] = dup_c[j] = True
-                    continue
-                out[0].append(premise)
-                out[1].append(positive)
-                out[2].append(negative)
-                used_e[i] = used_c[j] = True
-                emitted += 1
-            for used, dup, partner in ((used_e, dup_e, "entailment"), (used_c, dup_c, "contradiction")):
-                for was_used, was_dup in zip(used, dup, strict=True):
-                    if was_used:
-                        report.rows_kept += 1
-                    elif capped:
-                        skipped["over_cap"] += 1
-                    elif was_dup:
-                        skipped["duplicate"] += 1
-                    else:
-                        skipped[f"{partner}_without_partner"] += 1
-            if len(out[0]) >= _WRITE_ROWS:
-                self._write([pa.array(col, pa.string()) for col in out])
-                out = ([], [], [])
-        self._write([pa.array(col, pa.string()) for col in out])
-        self.groups.clear()
+            if passthrough and _keys3([premise], [positive], [negative])[0] in passthrough:
+                dup_e[i] = dup_c[j] = True
+                continue
+            out[0].append(premise)
+            out[1].append(positive)
+            out[2].append(negative)
+            used_e[i] = used_c[j] = True
+            emitted += 1
+        for used, dup, partner in ((used_e, dup_e, "entailment"), (used_c, dup_c, "contradiction")):
+            for was_used, was_dup in zip(used, dup, strict=True):
+                if was_used:
+                    report.rows_kept += 1
+                elif capped:
+                    skipped["over_cap"] += 1
+                elif was_dup:
+                    skipped["duplicate"] += 1
+                else:
+                    skipped[f"{partner}_without_partner"] += 1
 
     # ---------------------------------------------------------------------------------------------- output
 
@@ -752,7 +798,11 @@ class _Run:
         if not self.closed:
             self.closed = True
             self.writer.close()
+        if self.spill_writer is not None:
+            self.spill_writer.close()
+            self.spill_writer = None
         self.path.unlink(missing_ok=True)
+        self.spill_path.unlink(missing_ok=True)
 
 
 __all__ = [

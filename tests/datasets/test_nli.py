@@ -665,3 +665,30 @@ def test_bad_sources_argument():
         build_nli(42)
     with pytest.raises(ValueError, match=r"sources\[1\] must be"):
         build_nli([datasets.Dataset.from_dict({"anchor": ["a"], "positive": ["b"]}), 3.5])
+
+
+@pytest.mark.parametrize("output", ["pairs", "triplets"])
+def test_large_string_columns(snli_rows, output):
+    ds = hub_dataset(snli_rows[:400])
+    large = ds.cast_column("premise", datasets.Value("large_string")).cast_column(
+        "hypothesis", datasets.Value("large_string")
+    )
+    assert as_tuples(build_nli(large, output)) == as_tuples(build_nli(ds, output))
+
+
+def test_triplet_groups_of_a_premise_split_across_the_file(tmp_path):
+    """A premise whose rows are far apart (and across sources) still gets all its triplets, emitted once."""
+    rows_a = [{"premise": "P.", "hypothesis": "E1.", "label": 0}, {"premise": "Q.", "hypothesis": "E.", "label": 0}]
+    rows_b = [
+        {"premise": "Q.", "hypothesis": "C.", "label": 2},
+        {"premise": "P.", "hypothesis": "C1.", "label": 2},
+        {"premise": "P.", "hypothesis": "E1.", "label": 0},
+    ]
+    triplets = build_nli([write_jsonl(tmp_path / "a.jsonl", rows_a), hub_dataset_from(rows_b)], "triplets")
+    assert sorted(as_tuples(triplets)) == [("P.", "E1.", "C1."), ("Q.", "E.", "C.")]
+    assert triplets.build_report.skipped["duplicate"] == 1
+    check_invariant(triplets.build_report)
+
+
+def hub_dataset_from(rows: list[dict]) -> datasets.Dataset:
+    return datasets.Dataset.from_list(rows)
