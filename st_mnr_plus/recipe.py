@@ -48,6 +48,7 @@ class RecipeConfig:
     mini_batch_size: int | None = None
     sampler: str = "no_duplicates"
     evaluators: list[str] = field(default_factory=lambda: ["stsb"])
+    evaluator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     callbacks: list[str] = field(default_factory=lambda: ["mnr_diagnostics", "throughput"])
     batch_size: int = 64
     epochs: float = 1.0
@@ -172,13 +173,29 @@ def build_loss(config: RecipeConfig, model):
         raise RecipeError(f"Loss {name!r} does not accept the options {sorted(options)}: {exc}") from exc
 
 
-def build_evaluators(names: list[str], split: str) -> list[Any]:
-    """Instantiate evaluator presets by name; presets with a ``split`` argument get ``split``."""
+def build_evaluators(names: list[str], split: str, options: dict[str, dict[str, Any]] | None = None) -> list[Any]:
+    """Instantiate evaluator presets by name, each with its ``options`` (e.g. a ``source``).
+
+    Presets with a ``split`` argument get ``split`` unless their options fix one.
+    """
+    options = options or {}
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise RecipeError(f"evaluator_options given for {unknown}, which are not among the evaluators {names}.")
     evaluators = []
     for name in names:
         factory = registry.get("evaluator", name)
-        params = inspect.signature(factory).parameters
-        evaluators.append(factory(split=split) if "split" in params else factory())
+        kwargs = dict(options.get(name, {}))
+        if "split" in inspect.signature(factory).parameters:
+            kwargs.setdefault("split", split)
+        try:
+            inspect.signature(factory).bind(**kwargs)
+        except TypeError as exc:
+            raise RecipeError(
+                f"Evaluator {name!r} cannot be built from {sorted(kwargs) or 'no options'}: {exc}. Give its options in "
+                f"a config file, e.g. evaluator_options: {{{name}: {{source: ...}}}}."
+            ) from None
+        evaluators.append(factory(**kwargs))
     return evaluators
 
 
@@ -287,8 +304,8 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
     model = load_model(config.model, config.max_seq_length)
     loss_name, loss = build_loss(config, model)
     sampler_cls = registry.get("batch_sampler", config.sampler)
-    test_evaluators = build_evaluators(config.evaluators, split="test")
-    dev_evaluators = build_evaluators(config.evaluators, split="validation")
+    test_evaluators = build_evaluators(config.evaluators, "test", config.evaluator_options)
+    dev_evaluators = build_evaluators(config.evaluators, "validation", config.evaluator_options)
     callbacks = build_callbacks(config.callbacks, loss)
 
     steps_per_epoch = max(1, len(train_dataset) // config.batch_size)

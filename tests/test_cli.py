@@ -198,3 +198,21 @@ def test_plugin_component_is_usable_from_the_command_line_and_ctrl_c_keeps_a_che
 
     saved = SentenceTransformer(str(out_dir / "checkpoint-interrupted"), device="cpu")
     assert saved.encode(["a man is playing a guitar ."]).shape == (1, 32)
+
+
+def test_evaluator_that_needs_a_source_says_how_to_give_it():
+    from st_mnr_plus.recipe import build_evaluators
+
+    with pytest.raises(RecipeError, match=r"'nli_triplets'.*evaluator_options"):
+        build_evaluators(["nli_triplets"], "test")
+
+
+def test_evaluator_options_reach_the_preset(shared_data):
+    from st_mnr_plus.recipe import build_evaluators
+
+    sick = str(shared_data / "sick2014" / "SICK_test_annotated.txt")
+    (evaluator,) = build_evaluators(["nli_triplets"], "test", {"nli_triplets": {"source": sick, "name": "sick"}})
+    assert evaluator.name == "sick"
+    assert len(evaluator.anchors) > 0
+    with pytest.raises(RecipeError, match=r"\['sickr'\].*not among the evaluators"):
+        build_evaluators(["stsb"], "test", {"sickr": {}})
