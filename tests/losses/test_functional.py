@@ -108,7 +108,12 @@ def test_masks_and_modes_match_float64_reference(
         "hardness_strength": hardness_strength,
     }
     loss_module = MNRPlus(
-        None, tile_size=TILE, hard_negatives=hard_negatives, false_negative_margin=margin, learnable_scale=True, **kwargs
+        None,
+        tile_size=TILE,
+        hard_negatives=hard_negatives,
+        false_negative_margin=margin,
+        learnable_scale=True,
+        **kwargs,
     ).double()
     row_ids = [torch.tensor(query_ids)] + [torch.tensor(ids) for ids in doc_ids]
     actual, actual_grads = _loss_and_grads(loss_module, embeddings, row_ids=row_ids)
@@ -349,7 +354,7 @@ def test_row_hashes_of_flat_embedding_bag_inputs():
     ],
 )
 def test_row_hashes_reject_unusable_features(features):
-    with pytest.raises(ValueError, match="input_ids|attention_mask|offsets"):
+    with pytest.raises(ValueError, match=r"input_ids|attention_mask|offsets"):
         row_hashes(features)
 
 
