@@ -109,7 +109,9 @@ class MNRDiagnosticsCallback(_LogCallback):
     ``masked_fraction`` and ``scale``. This callback collects that dict after every training forward (every
     micro-batch under gradient accumulation; forwards for the eval loss are left out), and at each logging step
     adds the mean over the forwards since the previous log as ``<prefix><key>``, e.g. ``mnr/accuracy``. The
-    scale is the latest value, not a mean, so that it equals ``loss.scale`` when the scale is learned.
+    scale is the latest value, not a mean, so that it follows a learned scale. Non-finite values (MNRPlus reports
+    a NaN hardest-negative similarity for a batch without negatives) are left out of the mean; a key with no
+    finite value since the last log is not logged.
 
     Args:
         loss: The loss instance given to the trainer, or a dict of name -> loss as given to the trainer for
@@ -165,8 +167,8 @@ class MNRDiagnosticsCallback(_LogCallback):
             )
         for key, value in diagnostics.items():
             number = _as_float(value)
-            if number is None:
-                continue
+            if number is None or not math.isfinite(number):
+                continue  # e.g. no hardest negative in a batch of one pair (NaN): left out of the mean
             full = f"{self.prefix}{name}{key}"
             self._sums[full] = self._sums.get(full, 0.0) + number
             self._counts[full] = self._counts.get(full, 0) + 1
