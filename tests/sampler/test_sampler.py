@@ -1,0 +1,308 @@
+"""NoDuplicatesSampler: equivalence with sentence-transformers' NoDuplicatesBatchSampler, options, errors, wiring."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from datasets import Dataset
+from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler, _sample_value_str
+
+import st_mnr_plus
+from st_mnr_plus import registry
+from st_mnr_plus._sampling import Placement, encode_duplicates
+from st_mnr_plus.sampler import NoDuplicatesSampler
+from tests.sampler._helpers import duplicated_columns, duplicates_in, row_texts
+
+
+def st_value_sets(dataset: Dataset, valid_label_columns: list[str] | None = None) -> list[set[str]]:
+    """The per-row value sets sentence-transformers' NoDuplicatesBatchSampler compares, read its own way."""
+    st_sampler = NoDuplicatesBatchSampler(dataset, 2, False, valid_label_columns=valid_label_columns)
+    return [
+        {_sample_value_str(v) for k, v in st_sampler.dataset[i].items() if k != "dataset_name"}
+        for i in range(len(dataset))
+    ]
+
+
+def epoch_rows(sampler) -> list[int]:
+    return [row for batch in sampler for row in batch]
+
+
+# --- Equivalence with sentence-transformers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(duplicated_columns(40, 2, 25, seed=0), id="pairs-heavy-duplication"),
+        pytest.param(duplicated_columns(40, 3, 60, seed=1), id="triplets"),
+        pytest.param(
+            {"anchor": ["1", "a", "b", "x", "a"], "positive": [1, 2, 3, 4, 5], "label": [0, 0, 0, 1, 1]},
+            id="int-column-equals-its-string",
+        ),
+        pytest.param(
+            {"anchor": ["a", "b", "c", "d"], "positive": ["a", "x", "y", "d"], "dataset_name": ["s"] * 4},
+            id="text-repeated-inside-a-row-and-dataset-name",
+        ),
+    ],
+)
+def test_duplicate_relation_matches_sentence_transformers(data: dict[str, list]) -> None:
+    """Two rows conflict for us exactly when they conflict for NoDuplicatesBatchSampler (labels excluded)."""
+    dataset = Dataset.from_dict(data)
+    ours = NoDuplicatesSampler(dataset, 2, False, valid_label_columns=["label"])
+    st_sets = st_value_sets(dataset, valid_label_columns=["label"])
+    row_texts_ids = ours._index.row_texts
+    for i, j in itertools.combinations(range(len(dataset)), 2):
+        theirs = not st_sets[i].isdisjoint(st_sets[j])
+        mine = bool(np.intersect1d(row_texts_ids[i][row_texts_ids[i] >= 0], row_texts_ids[j]).size)
+        assert mine == theirs, f"rows {i} and {j}"
+
+
+@pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
+@pytest.mark.parametrize("batch_size", [1, 7, 16], ids=lambda b: f"batch{b}")
+def test_agrees_with_sentence_transformers_on_duplicate_free_data(batch_size: int, drop_last: bool) -> None:
+    """Without duplicates both samplers yield the same number of batches, sizes and rows."""
+    dataset = Dataset.from_dict({"anchor": [f"a{i}" for i in range(50)], "positive": [f"p{i}" for i in range(50)]})
+    ours = NoDuplicatesSampler(dataset, batch_size, drop_last, seed=3)
+    theirs = NoDuplicatesBatchSampler(dataset, batch_size, drop_last, generator=torch.Generator(), seed=3)
+    our_batches, their_batches = list(ours), list(theirs)
+    assert len(ours) == len(theirs) == len(our_batches) == len(their_batches)
+    assert [len(b) for b in our_batches] == [len(b) for b in their_batches]
+    if not drop_last:
+        assert sorted(epoch_rows(our_batches)) == sorted(epoch_rows(their_batches)) == list(range(50))
+
+
+def test_batches_are_duplicate_free_for_sentence_transformers_too() -> None:
+    """Checked with sentence-transformers' own value sets, on a dataset with labels and many repeats."""
+    data = duplicated_columns(300, 2, 150, seed=4) | {"label": [i % 3 for i in range(300)]}
+    dataset = Dataset.from_dict(data)
+    sets = st_value_sets(dataset, valid_label_columns=["label"])
+    sampler = NoDuplicatesSampler(dataset, 16, False, valid_label_columns=["label"])
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        for batch in sampler:
+            assert duplicates_in(batch, sets) == [], f"epoch {epoch}"
+
+
+def test_sentence_transformers_overestimates_where_we_are_exact() -> None:
+    """The motivating case: ST's __len__ promises batches a duplicate-free pass cannot fill, and repeats rows."""
+    # "same" is in 6 of 12 rows: with batch 4 only 3 batches can each hold one of them.
+    data = {"anchor": ["same"] * 6 + [f"a{i}" for i in range(6)], "positive": [f"p{i}" for i in range(12)]}
+    dataset = Dataset.from_dict(data)
+    ours = NoDuplicatesSampler(dataset, 4, True)
+    assert len(ours) == len(list(ours))
+    assert ours.num_skipped == 3
+    assert all(data["anchor"][row] == "same" for row in ours.skipped_indices)
+    rows = epoch_rows(ours)
+    assert len(rows) == len(set(rows)) == len(ours) * 4
+
+
+# --- Options --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("normalize", "expected_skipped"),
+    [pytest.param(False, 0, id="exact-strings"), pytest.param(True, 1, id="normalized")],
+)
+def test_normalize_compares_nfkc_whitespace_and_case_insensitively(normalize: bool, expected_skipped: int) -> None:
+    # Normalized, rows 0-2 hold one text and rows 3-4 another. Two batches of 3 hold only two of rows 0-2.
+    anchors = ["A  man\tsleeps.", "a man sleeps.", " A man sleeps. ", "ＤＯＧ", "dog", "cat"]
+    data = {"anchor": anchors, "positive": [f"p{i}" for i in range(6)]}
+    sampler = NoDuplicatesSampler(data, 3, False, normalize=normalize)
+    assert sampler.num_skipped == expected_skipped
+    if normalize:
+        assert set(sampler.skipped_indices.tolist()) < {0, 1, 2}
+        for epoch in range(4):
+            sampler.set_epoch(epoch)
+            for batch in sampler:
+                assert len(set(batch) & {0, 1, 2}) <= 1, f"epoch {epoch}"
+                assert len(set(batch) & {3, 4}) <= 1, f"epoch {epoch}"
+
+
+def test_columns_restricts_the_check() -> None:
+    data = {"anchor": ["q"] * 4, "positive": ["p1", "p2", "p3", "p4"]}
+    assert NoDuplicatesSampler(data, 4, False).num_skipped == 3
+    only_positive = NoDuplicatesSampler(data, 4, False, columns=["positive"])
+    assert only_positive.num_skipped == 0
+    assert sorted(epoch_rows(only_positive)) == [0, 1, 2, 3]
+
+
+def test_label_columns_are_not_checked() -> None:
+    data = {"anchor": [f"a{i}" for i in range(8)], "positive": [f"p{i}" for i in range(8)], "score": [1.0] * 8}
+    assert NoDuplicatesSampler(data, 8, False, valid_label_columns=["label", "score"]).num_skipped == 0
+    assert NoDuplicatesSampler(data, 8, False).num_skipped == 7
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda d: Dataset.from_dict(d), id="datasets.Dataset"),
+        pytest.param(lambda d: pa.table(d), id="pyarrow.Table"),
+        pytest.param(lambda d: d, id="dict"),
+    ],
+)
+def test_input_types_give_the_same_batches(make) -> None:
+    data = duplicated_columns(60, 2, 40, seed=5)
+    reference = list(NoDuplicatesSampler(data, 8, False, seed=1))
+    assert list(NoDuplicatesSampler(make(data), 8, False, seed=1)) == reference
+
+
+def test_indices_refer_to_rows_of_a_selected_dataset() -> None:
+    """After select/shuffle (an indices mapping), ids index the dataset as the DataLoader will."""
+    full = Dataset.from_dict(duplicated_columns(80, 2, 50, seed=6))
+    subset = full.shuffle(seed=0).select(range(40))
+    sampler = NoDuplicatesSampler(subset, 8, False)
+    texts = row_texts(subset.to_dict(), ["anchor", "positive"])
+    for batch in sampler:
+        assert duplicates_in(batch, texts) == []
+    assert sorted(epoch_rows(sampler) + sampler.skipped_indices.tolist()) == list(range(40))
+
+
+def test_works_as_a_torch_dataloader_batch_sampler() -> None:
+    data = Dataset.from_dict(duplicated_columns(30, 2, 20, seed=7))
+    sampler = NoDuplicatesSampler(data, 4, False)
+    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=lambda rows: rows)
+    batches = list(loader)
+    assert len(batches) == len(loader) == len(sampler)
+    for batch in batches:
+        texts = [{row["anchor"], row["positive"]} for row in batch]
+        assert sum(map(len, texts)) == len(set().union(*texts)), batch
+    assert sum(len(batch) for batch in batches) == len(data) - sampler.num_skipped
+
+
+def test_is_a_default_batch_sampler_with_its_kwargs() -> None:
+    generator = torch.Generator()
+    sampler = NoDuplicatesSampler(
+        {"a": ["x", "y"]}, batch_size=1, drop_last=False, valid_label_columns=None, generator=generator, seed=5
+    )
+    assert isinstance(sampler, DefaultBatchSampler)
+    assert (sampler.batch_size, sampler.drop_last, sampler.generator, sampler.seed) == (1, False, generator, 5)
+
+
+def test_seed_none_takes_the_generator_seed() -> None:
+    data = duplicated_columns(30, 2, 20, seed=8)
+    generator = torch.Generator().manual_seed(11)
+    assert list(NoDuplicatesSampler(data, 4, False, generator=generator, seed=None)) == list(
+        NoDuplicatesSampler(data, 4, False, seed=11)
+    )
+
+
+def test_epochs_follow_seed_plus_epoch() -> None:
+    data = duplicated_columns(50, 2, 40, seed=9)
+    shifted = NoDuplicatesSampler(data, 4, False, seed=10)
+    shifted.set_epoch(2)
+    assert list(shifted) == list(NoDuplicatesSampler(data, 4, False, seed=12))
+
+
+def test_exhausted_repair_falls_back_to_a_valid_reshuffled_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If an epoch's repair runs out of budget, the construction layout, reshuffled, keeps every guarantee."""
+    data = duplicated_columns(45, 2, 30, seed=10)
+    sampler = NoDuplicatesSampler(data, 4, False)
+    texts = row_texts(data, ["anchor", "positive"])
+
+    def exhausted(index, rows, batch_size, rng, **kwargs):
+        return Placement(np.asarray(rows, dtype=np.int64), batch_size, np.asarray(rows[:1], dtype=np.int64))
+
+    monkeypatch.setattr("st_mnr_plus.sampler.place_rows", exhausted)
+    epochs = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        assert all(duplicates_in(batch, texts) == [] for batch in batches)
+        assert sorted(epoch_rows(batches)) == sorted(set(range(45)) - set(sampler.skipped_indices.tolist()))
+        epochs.append(batches)
+    assert epochs[0] != epochs[1]
+
+
+def test_skipped_rows_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # "same" is in 5 of 6 rows. Two batches of 3 could hold two of them, but then only 3 rows remain, which is
+    # one batch: so one "same" row and "other" are yielded, as one batch of 2, and 4 rows are skipped.
+    data = {"anchor": ["same"] * 5 + ["other"], "positive": [f"p{i}" for i in range(6)]}
+    with caplog.at_level(logging.WARNING, logger="st_mnr_plus.sampler"):
+        sampler = NoDuplicatesSampler(data, 3, False)
+    assert sampler.num_skipped == 4
+    assert "skips 4 of 6 rows" in caplog.text
+    assert 5 not in sampler.skipped_indices.tolist()
+    assert [len(batch) for batch in sampler] == [2]
+
+
+def test_empty_dataset_yields_nothing() -> None:
+    sampler = NoDuplicatesSampler({"anchor": [], "positive": []}, 4, False)
+    assert len(sampler) == 0
+    assert list(sampler) == []
+
+
+def test_encoding_keeps_only_duplicated_texts() -> None:
+    index = encode_duplicates(pa.table({"a": ["x", "y", "z"], "b": ["y", "w", "x"]}), ["a", "b"])
+    # "x" (rows 0 and 2) and "y" (rows 0 and 1) are duplicated; "z" and "w" are in one row each.
+    assert index.num_texts == 2
+    assert (index.row_texts[:, 0] >= 0).tolist() == [True, True, False]  # x, y, z
+    assert (index.row_texts[:, 1] >= 0).tolist() == [True, False, True]  # y, w, x
+    assert sorted(index.neighbours(0).tolist()) == [1, 2]
+
+
+# --- Distributed layout without processes (the gloo test lives in test_distributed.py) --------------------------
+
+
+def test_accelerate_sharding_of_the_default_mode_gives_global_batches() -> None:
+    """SentenceTransformerTrainer wraps the sampler in accelerate's BatchSamplerShard; steps are global batches."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    data = duplicated_columns(200, 2, 120, seed=11)
+    texts = row_texts(data, ["anchor", "positive"])
+    shards = [
+        list(BatchSamplerShard(NoDuplicatesSampler(data, 8, False, num_replicas=2, rank=r), 2, r)) for r in range(2)
+    ]
+    unsharded = NoDuplicatesSampler(data, 8, False, num_replicas=2)
+    assert len(shards[0]) == len(shards[1]) == len(unsharded) // 2 == (200 - unsharded.num_skipped) // 16
+    for step in zip(*shards, strict=True):
+        assert [len(b) for b in step] == [8, 8]
+        assert duplicates_in(step[0] + step[1], texts) == []
+
+
+# --- Errors ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"batch_size": 0}, "batch_size must be a positive integer", id="batch-size-zero"),
+        pytest.param({"batch_size": 2.0}, "batch_size must be a positive integer", id="batch-size-float"),
+        pytest.param({"drop_last": "yes"}, "drop_last must be True or False", id="drop-last"),
+        pytest.param({"seed": -1}, "seed must be a non-negative integer", id="seed"),
+        pytest.param({"columns": ["nope"]}, "'nope', which is not a column", id="unknown-column"),
+        pytest.param({"columns": "anchor"}, "columns must be a list", id="columns-string"),
+        pytest.param({"columns": ["label"], "valid_label_columns": ["label"]}, "is a label column", id="label"),
+        pytest.param({"num_replicas": 0}, "num_replicas must be a positive integer", id="replicas"),
+        pytest.param({"num_replicas": 2, "rank": 2}, r"rank must be an integer in \[0, num_replicas=2\)", id="rank"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict, message: str) -> None:
+    data = {"anchor": ["a", "b"], "positive": ["c", "d"], "label": [0, 1]}
+    arguments = {"batch_size": 2, "drop_last": False} | kwargs
+    with pytest.raises(ValueError, match=message):
+        NoDuplicatesSampler(data, **arguments)
+
+
+def test_null_text_names_the_column_and_row() -> None:
+    data = {"anchor": ["a", "b", None], "positive": ["c", "d", "e"]}
+    with pytest.raises(ValueError, match="Column 'anchor' has a null value at row 2"):
+        NoDuplicatesSampler(data, 2, False)
+
+
+def test_unsupported_dataset_type_is_named() -> None:
+    with pytest.raises(ValueError, match="got list"):
+        NoDuplicatesSampler([("a", "b")], 2, False)
+
+
+# --- Registry -------------------------------------------------------------------------------------------------
+
+
+def test_registered_as_no_duplicates() -> None:
+    assert registry.get("batch_sampler", "no_duplicates") is NoDuplicatesSampler
+    assert st_mnr_plus.NoDuplicatesSampler is NoDuplicatesSampler
