@@ -667,6 +667,7 @@ def nli_triplet_evaluator(
     *,
     name: str = "nli-triplets",
     max_triplets: int | None = None,
+    build_options: dict[str, Any] | None = None,
     **evaluator_kwargs: Any,
 ) -> TripletEvaluator:
     """Build a ``TripletEvaluator`` (accuracy of ``sim(anchor, positive) > sim(anchor, negative)``) on NLI triplets.
@@ -677,9 +678,10 @@ def nli_triplet_evaluator(
             builds the triplets (premise, entailed hypothesis, contradicting hypothesis).
         name: The evaluator's name, prefixed to its metrics (``nli-triplets_cosine_accuracy``).
         max_triplets: Keep only the first this many triplets (a fast check during training).
+        build_options: Keyword arguments for ``build_nli`` when ``source`` is not a Dataset, e.g.
+            ``{"split": "validation", "max_triplets_per_premise": 1}``.
         **evaluator_kwargs: Passed to ``TripletEvaluator`` (``batch_size``, ``margin``,
-            ``main_similarity_function`` (default ``"cosine"``), ``similarity_fn_names``, ...); the ones
-            ``build_nli`` takes are not accepted here: build the Dataset yourself for those.
+            ``main_similarity_function`` (default ``"cosine"``), ``similarity_fn_names``, ...).
 
     Returns:
         A configured ``TripletEvaluator``.
@@ -695,11 +697,13 @@ def nli_triplet_evaluator(
     ):
         raise ValueError(f"max_triplets must be a positive integer or None, got {max_triplets!r}.")
     if isinstance(source, Dataset):
+        if build_options:
+            raise ValueError("build_options apply only when build_nli builds the triplets; source is a Dataset.")
         dataset, origin = source, "the triplet Dataset"
     else:
         from st_mnr_plus.datasets.nli import build_nli
 
-        built = build_nli(source, output="triplets")
+        built = build_nli(source, output="triplets", **(build_options or {}))
         # Tolerate a builder that returns (dataset, report).
         dataset = built[0] if isinstance(built, tuple) else built
         origin = f"build_nli({source!r})"

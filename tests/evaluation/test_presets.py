@@ -485,6 +485,29 @@ def test_nli_triplet_evaluator_equals_a_hand_built_one(tiny_model):
     assert len(nli_triplet_evaluator(triplets, max_triplets=2).anchors) == 2
 
 
+def test_nli_triplet_evaluator_builds_the_triplets_with_build_nli(tiny_model, shared_data: Path):
+    from st_mnr_plus import build_nli
+
+    snli = shared_data / "snli" / "snli_1.0_dev.jsonl"
+    options = {"max_triplets_per_premise": 1}
+    evaluator = nli_triplet_evaluator(snli, max_triplets=48, build_options=options, batch_size=16)
+    triplets = build_nli(snli, output="triplets", **options).select(range(48))
+    assert evaluator.anchors == triplets["anchor"]
+    assert evaluator.positives == triplets["positive"]
+    assert evaluator.negatives == triplets["negative"]
+    hand = TripletEvaluator(
+        triplets["anchor"],
+        triplets["positive"],
+        triplets["negative"],
+        name="nli-triplets",
+        batch_size=16,
+        main_similarity_function="cosine",
+    )
+    assert evaluator(tiny_model) == hand(tiny_model)
+    with pytest.raises(ValueError, match=r"build_options apply only when build_nli builds"):
+        nli_triplet_evaluator(triplets, build_options=options)
+
+
 @pytest.mark.parametrize(
     ("data", "kwargs", "error"),
     [
