@@ -104,6 +104,7 @@ _OUTPUT_COLUMNS: dict[str, tuple[str, ...]] = {
     "triplets": ("anchor", "positive", "negative"),
 }
 _WRITE_ROWS = 65_536
+_RECORD_BATCH_ROWS = 10_000
 _SPILL_SCHEMA = pa.schema([("premise", pa.string()), ("hypothesis", pa.string()), ("contradiction", pa.bool_())])
 
 
@@ -521,11 +522,68 @@ def _keys3(first: list[str], second: list[str], third: list[str]) -> list[bytes]
     ]
 
 
-def _first_seen(seen: set[bytes], keys: list[bytes]) -> np.ndarray:
-    """True for each key not in ``seen`` nor earlier in ``keys``; adds the keys to ``seen``."""
-    add = seen.add
-    # ``add`` returns None, so the ``or`` records a new key and yields False for it.
-    return np.array([not (key in seen or add(key)) for key in keys], dtype=bool)
+class _DigestSet:
+    """An exact set of 128-bit digests in sorted numpy runs: 16 bytes a key, where a Python set takes about 80.
+
+    Keys are split into two 64-bit halves; runs are sorted by the first half (the second is compared on a hit)
+    and merged when a run is no longer than twice the next, so there are O(log n) runs to search.
+    """
+
+    def __init__(self) -> None:
+        self._hi: list[np.ndarray] = []
+        self._lo: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return sum(len(run) for run in self._hi)
+
+    @staticmethod
+    def _halves(digests: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        pairs = np.frombuffer(b"".join(digests), dtype=np.uint64).reshape(len(digests), 2)
+        return pairs[:, 0], pairs[:, 1]
+
+    def _contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(hi), dtype=bool)
+        for run_hi, run_lo in zip(self._hi, self._lo, strict=True):
+            left = np.searchsorted(run_hi, hi, "left")
+            right = np.searchsorted(run_hi, hi, "right")
+            hits = np.flatnonzero(right > left)
+            if hits.size == 0:
+                continue
+            single = right[hits] - left[hits] == 1
+            one = hits[single]
+            found[one[run_lo[left[one]] == lo[one]]] = True
+            for i in hits[~single]:  # keys sharing their first 64 bits: compare the second half of each
+                if (run_lo[left[i] : right[i]] == lo[i]).any():
+                    found[i] = True
+        return found
+
+    def contains(self, digests: list[bytes]) -> np.ndarray:
+        """True for each digest in the set."""
+        if not digests:
+            return np.zeros(0, dtype=bool)
+        return self._contains(*self._halves(digests))
+
+    def add_new(self, digests: list[bytes]) -> np.ndarray:
+        """Add the digests; True for each one neither in the set before nor earlier in ``digests``."""
+        n = len(digests)
+        if n == 0:
+            return np.zeros(0, dtype=bool)
+        hi, lo = self._halves(digests)
+        new = ~self._contains(hi, lo)
+        order = np.lexsort((lo, hi))  # stable: equal keys stay in input order, the first one leading
+        repeat = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+        new[order[1:][repeat]] = False
+        fresh = order[new[order]]
+        if fresh.size:
+            self._hi.append(hi[fresh])
+            self._lo.append(lo[fresh])
+            while len(self._hi) > 1 and len(self._hi[-2]) <= 2 * len(self._hi[-1]):
+                merged_hi = np.concatenate(self._hi[-2:])
+                merged_lo = np.concatenate(self._lo[-2:])
+                by_hi = np.argsort(merged_hi, kind="stable")
+                self._hi[-2:] = [merged_hi[by_hi]]
+                self._lo[-2:] = [merged_lo[by_hi]]
+        return new
 
 
 def _pair_order(e: int, c: int, k: int) -> tuple[int, int]:
@@ -553,10 +611,13 @@ class _Run:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         self.path = Path(cache_dir) / f"nli-{builder.output}-{uuid.uuid4().hex}.arrow"
         features = datasets.Features({c: datasets.Value("string") for c in self.columns})
-        self.writer = datasets.arrow_writer.ArrowWriter(features=features, path=str(self.path))
+        # Few, large record batches: opening the memory-mapped result then touches few pages.
+        self.writer = datasets.arrow_writer.ArrowWriter(
+            features=features, path=str(self.path), writer_batch_size=_RECORD_BATCH_ROWS
+        )
         self.closed = False
-        self.seen: set[bytes] = set()
-        self.seen_triplets: set[bytes] = set()
+        self.seen = _DigestSet()
+        self.seen_triplets = _DigestSet()
         # Triplet candidates (premise, hypothesis, is_contradiction) wait in a temporary Arrow stream.
         self.spill_path = self.path.with_suffix(".candidates.arrows")
         self.spill_writer: pa.ipc.RecordBatchStreamWriter | None = None
@@ -642,7 +703,7 @@ class _Run:
 
     def _pairs(self, anchors: pa.ChunkedArray, positives: pa.ChunkedArray) -> None:
         report = self.report
-        keep = _first_seen(self.seen, _keys2(anchors.to_pylist(), positives.to_pylist()))
+        keep = self.seen.add_new(_keys2(anchors.to_pylist(), positives.to_pylist()))
         kept = int(keep.sum())
         report.skipped["duplicate"] += len(keep) - kept
         report.rows_kept += kept
@@ -650,7 +711,7 @@ class _Run:
         anchors, positives = anchors.filter(mask), positives.filter(mask)
         self._write([anchors, positives])
         if self.builder.add_reversed:
-            back = _first_seen(self.seen, _keys2(positives.to_pylist(), anchors.to_pylist()))
+            back = self.seen.add_new(_keys2(positives.to_pylist(), anchors.to_pylist()))
             added = int(back.sum())
             report.reversed_added += added
             report.reversed_duplicates += kept - added
@@ -676,7 +737,7 @@ class _Run:
         report.skipped["empty_text"] += int(np.count_nonzero(blank))
         mask = pa.array(~blank)
         columns = [c.filter(mask) for c in columns]
-        keep = _first_seen(self.seen_triplets, _keys3(*(c.to_pylist() for c in columns)))
+        keep = self.seen_triplets.add_new(_keys3(*(c.to_pylist() for c in columns)))
         kept = int(keep.sum())
         report.skipped["duplicate"] += len(keep) - kept
         report.rows_kept += kept
@@ -749,7 +810,7 @@ class _Run:
             skipped["entailment_without_partner"] += e
             skipped["contradiction_without_partner"] += c
             return
-        passthrough = self.seen_triplets
+        passthrough = self.seen_triplets if len(self.seen_triplets) else None
         used_e, used_c = [False] * e, [False] * c
         dup_e, dup_c = [False] * e, [False] * c
         emitted, capped = 0, False
@@ -761,7 +822,7 @@ class _Run:
             positive, negative = ents[i], cons[j]
             if positive == negative:  # the same hypothesis labelled both ways: no usable triplet
                 continue
-            if passthrough and _keys3([premise], [positive], [negative])[0] in passthrough:
+            if passthrough and passthrough.contains(_keys3([premise], [positive], [negative]))[0]:
                 dup_e[i] = dup_c[j] = True
                 continue
             out[0].append(premise)

@@ -313,15 +313,8 @@ def _first_nonblank_line(path: Path, gz: bool) -> tuple[int, str] | None:
             if line_no == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM) :]
             if raw.strip():
-                try:
-                    return line_no, raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as exc:
-                    raise NLIFormatError(
-                        f"{path}, line {line_no}: not valid UTF-8 (byte {raw[exc.start : exc.start + 1]!r} at "
-                        f"column {exc.start + 1})",
-                        str(path),
-                        line_no,
-                    ) from None
+                # Only the column names are taken from this line; the reader checks the values' encoding.
+                return line_no, raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
     return None
 
 
@@ -340,51 +333,76 @@ def _iter_jsonl(
     read_options = pa_json.ReadOptions(use_threads=True, block_size=1 << 20)
     with _open_binary(path, gz) as (stream, raw):
         counter = _ByteCounter(raw, advance)
+        # One reusable buffer: fresh multi-MB bytes objects per chunk fragment the heap and grow the peak RSS
+        # with the file, which is what streaming must avoid.
+        buf = bytearray(chunk_bytes)
+        view = memoryview(buf)
+        filled = 0  # bytes carried over from the previous chunk (a partial line)
         line_no = 1  # the number of the first line of the next block
-        rest = b""
         first = True
         while True:
-            data = stream.read(chunk_bytes)
-            eof = not data
+            if filled == len(buf):  # one line longer than the buffer: grow it
+                view.release()
+                buf = buf + bytes(len(buf))
+                view = memoryview(buf)
+            n_read = stream.readinto(view[filled:])
             if first:
                 first = False
-                if data.startswith(_BOM):
-                    data = data[len(_BOM) :]
-            data = rest + data
+                if buf.startswith(_BOM):
+                    buf[: n_read - len(_BOM)] = buf[len(_BOM) : n_read]
+                    n_read -= len(_BOM)
+            end = filled + n_read
+            eof = n_read == 0
             if eof:
-                if not data:
+                if end == 0:
                     break
-                block, rest = (data if data.endswith(b"\n") else data + b"\n"), b""
+                if buf[end - 1] != 0x0A:  # a last line without a newline
+                    if end == len(buf):
+                        view.release()
+                        buf = buf + b"\n"
+                        view = memoryview(buf)
+                    else:
+                        buf[end] = 0x0A
+                    end += 1
+                cut = end
             else:
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:  # one line longer than the chunk: keep reading
-                    rest = data
+                cut = buf.rfind(b"\n", 0, end) + 1
+                if cut == 0:
+                    filled = end
                     continue
-                block, rest = data[:cut], data[cut:]
-            n_lines = block.count(b"\n")
-            batch = _parse_json_fast(src, block, n_lines, line_no, options, read_options)
+            n_lines = buf.count(b"\n", 0, cut)
+            batch = _parse_json_fast(src, view[:cut], n_lines, line_no, options, read_options)
             if batch is None:
-                batch = _parse_json_slow(src, block, line_no, label_type)
+                batch = _parse_json_slow(src, bytes(view[:cut]), line_no, label_type)
             counter.tick()
             yield batch
             line_no += n_lines
             if eof:
                 break
+            filled = end - cut
+            buf[:filled] = bytes(view[cut:end])  # a copy: the two ranges may overlap
+        view.release()
 
 
 def _parse_json_fast(
     src: Source,
-    block: bytes,
+    block: memoryview,
     n_lines: int,
     line_no: int,
     options: pa_json.ParseOptions,
     read_options: pa_json.ReadOptions,
 ) -> Batch | None:
-    """pyarrow's reader on a block of whole lines; ``None`` unless every line is one clean object."""
+    """pyarrow's reader on a block of whole lines; ``None`` unless every line is one clean object.
+
+    The parser copies what it reads into new arrays, so the caller may reuse ``block``'s memory afterwards.
+    """
     try:
-        block.decode("utf-8")
-        table = pa_json.read_json(io.BytesIO(block), read_options=read_options, parse_options=options)
-    except (UnicodeDecodeError, pa.ArrowInvalid):
+        table = pa_json.read_json(
+            pa.BufferReader(pa.py_buffer(block)), read_options=read_options, parse_options=options
+        )
+        # Only the fields read are checked for UTF-8: the others are never decoded (the slow path agrees).
+        table.validate(full=True)
+    except pa.ArrowInvalid:
         return None
     # A row count other than the line count means blank lines or several objects on a line: the slow path
     # tells those apart. Nulls are missing fields or JSON nulls: the slow path names the line.
@@ -406,17 +424,15 @@ def _parse_json_slow(src: Source, block: bytes, line_no: int, label_type: pa.Dat
         problem = None
         if not raw.strip():
             continue
+        # Bytes that are not UTF-8 become lone surrogates: an error only in a field that is used (as in the
+        # fast path, which checks only the fields it reads).
+        text = raw.decode("utf-8", "surrogateescape")
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problem = f"not valid UTF-8 (byte {raw[exc.start : exc.start + 1]!r} at column {exc.start + 1})"
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problem = f"malformed JSON: {exc.msg} at column {exc.colno}"
         else:
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                problem = f"malformed JSON: {exc.msg} at column {exc.colno}"
-            else:
-                problem = _check_record(obj, names)
+            problem = _check_record(obj, names)
         if problem is not None:
             if src.on_error == "raise":
                 raise _fail(src, where, problem)
@@ -440,6 +456,22 @@ def _check_record(obj: Any, names: list[tuple[str, str]]) -> str | None:
                 return f"field {column!r} must be a string or an integer label, got {value!r}"
         elif not isinstance(value, str):
             return f"field {column!r} must be a string, got {type(value).__name__} {value!r}"
+        if isinstance(value, str):
+            problem = _utf8_problem(value, column)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _utf8_problem(value: str, column: str) -> str | None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = value[exc.start]
+        shown = (
+            f"byte 0x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"code point U+{ord(char):04X}"
+        )
+        return f"not valid UTF-8: {shown} in field {column!r} at character {exc.start + 1}"
     return None
 
 

@@ -555,7 +555,10 @@ def test_malformed_lines_raise_with_file_and_line_or_are_skipped(tmp_path, snli_
         ),
         pytest.param(
             "latin1.jsonl.gz",
-            gzip.compress(b'{"gold_label": "entailment", "sentence1": "A.", "sentence2": "B."}\n' * 3 + b"\xff\n"),
+            gzip.compress(
+                b'{"gold_label": "entailment", "sentence1": "A.", "sentence2": "B."}\n' * 3
+                + b'{"gold_label": "neutral", "sentence1": "\xff", "sentence2": "B."}\n'
+            ),
             4,
             id="jsonl.gz",
         ),
@@ -567,6 +570,22 @@ def test_non_utf8_bytes_name_the_line(tmp_path, name, content, line):
     with pytest.raises(NLIFormatError, match=re.escape(f"{name}, line {line}: not valid UTF-8")):
         build_nli(path)
     assert build_nli(path, on_error="skip").build_report.skipped["malformed"] == 1
+
+
+@pytest.mark.parametrize("malformed_elsewhere", [False, True], ids=["fast-path", "slow-path"])
+def test_non_utf8_bytes_in_an_unused_field_are_ignored(tmp_path, malformed_elsewhere):
+    """Only the fields read are decoded, whichever path (pyarrow's block reader or line by line) reads them."""
+    path = tmp_path / "release.jsonl"
+    lines = [
+        b'{"gold_label": "entailment", "sentence1": "A.", "sentence2": "B.", "captionID": "\xff"}',
+        b'{"gold_label": "entailment", "sentence1": "C.", "sentence2": "D."}',
+    ]
+    if malformed_elsewhere:
+        lines.append(b"{not json")
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    pairs = build_nli(path, on_error="skip")
+    assert as_tuples(pairs) == [("A.", "B."), ("C.", "D.")]
+    assert pairs.build_report.skipped["malformed"] == int(malformed_elsewhere)
 
 
 @pytest.mark.parametrize(
