@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 from sentence_transformers.base.losses.gradcache import (
     CachedLossMixin,
     _validate_mini_batch_num_tokens,
@@ -282,9 +281,8 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
         for rep, grad in zip(leaves, grads[: len(leaves)], strict=True):
             rep.grad = grad
-        used = [(p, g) for p, g in zip(params, grads[len(leaves) :], strict=True) if g is not None]
-        averaged = _average_across_ranks([g for _, g in used])
-        self._param_grads = [(p, g) for (p, _), g in zip(used, averaged, strict=True)]
+        # Already averaged over the ranks by MNRPlus (see its _scale_tensor), like DDP averages the model's.
+        self._param_grads = [(p, g) for p, g in zip(params, grads[len(leaves) :], strict=True) if g is not None]
         return loss.detach()
 
     # ---- model card -----------------------------------------------------------------------------------------
@@ -302,21 +300,3 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return f"mini_batch_size={self.mini_batch_size}"
-
-
-def _average_across_ranks(grads: list[Tensor]) -> list[Tensor]:
-    """Average the loss's own gradients over the ranks, as DDP does for the model's, so all ranks stay equal.
-
-    Each rank's loss is the mean over its own rows, and DDP averages the model's gradients; the loss's
-    parameters are not in DDP, so without this every rank would step its scale by its own gradient.
-    """
-    if not grads or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return grads
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    out, start = [], 0
-    for g in grads:
-        out.append(flat[start : start + g.numel()].view_as(g))
-        start += g.numel()
-    return out

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.util import all_gather, all_gather_with_grad, cos_sim, dot_score, get_rank
 from sentence_transformers.util import similarity_fct_name as _similarity_fct_name
@@ -292,7 +293,10 @@ class MNRPlus(nn.Module):
         """The scale to compute with: a tensor carrying the log-scale's gradient, or a float."""
         if not self.learnable_scale:
             return self._fixed_scale
-        return self.log_scale.exp().clamp(max=self.max_scale)
+        log_scale = self.log_scale
+        if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            log_scale = _AverageGradAcrossRanks.apply(log_scale)
+        return log_scale.exp().clamp(max=self.max_scale)
 
     @property
     def scale(self) -> float:
@@ -419,3 +423,21 @@ class MNRPlus(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.4g}, directions={self.directions}, mask_duplicates={self.mask_duplicates}"
+
+
+class _AverageGradAcrossRanks(torch.autograd.Function):
+    """Identity whose backward averages the gradient over the ranks, as DDP does for the model's parameters.
+
+    A learnable scale is a parameter of the loss, not of the DDP-wrapped model: without this each rank would
+    step it by the gradient of its own rows and the ranks' scales would drift apart.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad / dist.get_world_size()

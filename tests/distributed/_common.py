@@ -158,9 +158,25 @@ CASES: dict[str, Case] = {
     "st_mnrl-pairs": Case("mnrl"),
     "st_mnrl-triplets": Case("mnrl", num_columns=3),
     "st_cached_mnrl-triplets": Case("cached_mnrl", {"mini_batch_size": 3}, num_columns=3),
+    "mnr_plus-pairs": Case("mnr_plus"),
+    # Duplicates sit on different ranks: equal to one process only if the row hashes are gathered too.
+    "mnr_plus-triplets-duplicates": Case("mnr_plus", num_columns=3, duplicates=True),
+    "mnr_plus-symmetric-learnable-scale": Case(
+        "mnr_plus", {"symmetric": True, "learnable_scale": True}, num_columns=3, duplicates=True
+    ),
+    # 4 rows per rank in mini-batches of 3: a ragged last mini-batch, and DDP's no_sync on all but the last.
+    "cached_mnr_plus-triplets-duplicates": Case(
+        "cached_mnr_plus", {"mini_batch_size": 3}, num_columns=3, duplicates=True
+    ),
+    "cached_mnr_plus-learnable-scale": Case(
+        "cached_mnr_plus", {"mini_batch_size": 3, "learnable_scale": True}, num_columns=3, duplicates=True
+    ),
 }
 
 # The configurations trained through SentenceTransformerTrainer under torchrun (global batch = batch_size).
 TRAINER_CASES: dict[str, Case] = {
     "st_mnrl": Case("mnrl"),
+    # A learnable scale is a parameter of the loss, which DDP does not synchronise: the losses must.
+    "mnr_plus-learnable-scale": Case("mnr_plus", {"learnable_scale": True}),
+    "cached_mnr_plus-learnable-scale": Case("cached_mnr_plus", {"mini_batch_size": 3, "learnable_scale": True}),
 }

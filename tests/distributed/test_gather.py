@@ -62,9 +62,13 @@ def test_two_processes_equal_one(case_id: str, gathered: Path, loaded_tiny_model
     ranks = [torch.load(gathered / f"{case_id}.rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
     model = prepare_model(copy.deepcopy(loaded_tiny_model))
+    ref_loss_fn = build_loss(case, model, gather=False)
     ref_loss, ref_grads = loss_and_grads(
-        build_loss(case, model, gather=False), model, batch_columns(case.batch_size, case.num_columns, case.duplicates)
+        ref_loss_fn, model, batch_columns(case.batch_size, case.num_columns, case.duplicates)
     )
+    if case.duplicates and getattr(ref_loss_fn, "mask_duplicates", False):
+        # Otherwise equality would not show that masking works across ranks.
+        assert ref_loss_fn.diagnostics["masked_duplicates"] > 0, "the batch has no duplicates to mask"
 
     # Each rank's loss is the mean over its own rows, so the global mean is the mean over ranks.
     # Float64 (see prepare_model): torch's default float64 tolerances.
