@@ -315,7 +315,7 @@ def largest_fitting(fits: Callable[[int], bool], start: int, limit: int, step: i
 
 
 @pytest.mark.large
-@pytest.mark.parametrize(("impl", "limit"), [("mnrl", 65536), ("mnr_plus", 131072)])
+@pytest.mark.parametrize(("impl", "limit"), [("mnrl", 65536), ("mnr_plus", 65536)])
 def test_static_max_batch(benchmark, impl: str, limit: int) -> None:
     """Largest batch one StaticEmbedding step fits in an 8 GiB address space (RLIMIT_AS of a fresh process)."""
     benchmark.group = "static-max-batch (8 GiB address space)"

@@ -12,7 +12,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("benchmark_disable", default=False):
+    # --benchmark-enable overrides the --benchmark-disable of the default addopts without clearing it.
+    if config.getoption("benchmark_enable", default=False) or not config.getoption("benchmark_disable", default=False):
         return
     skip = pytest.mark.skip(reason="large benchmark size: runs only with --benchmark-enable")
     for item in items:
