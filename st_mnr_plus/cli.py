@@ -108,8 +108,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         dest="sources",
         action="append",
         default=s,
-        help="NLI source: a hub id, a local file (SNLI/MultiNLI .jsonl/.txt, SICK .txt, .gz) or "
-        "folder; repeat to merge several. Default: the bundled SNLI dev rows.",
+        help="NLI source: a hub id or a local file (SNLI/MultiNLI .jsonl/.txt, SICK .txt, CSV/TSV, "
+        "optionally .gz); repeat to merge several. Default: the bundled SNLI dev rows.",
     )
     data.add_argument(
         "--kind",

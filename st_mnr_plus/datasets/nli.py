@@ -195,7 +195,7 @@ class NLIBuilder:
 
     Sources are streamed in bounded batches and the output is written to an Arrow file in batches, so memory
     does not grow with the input file, only with the duplicate index of pairs (a 16-byte BLAKE2b digest per
-    distinct pair, about 80 bytes with the set's overhead) and, for triplets, with 8 bytes per candidate row.
+    distinct pair, kept in sorted numpy runs: 16 bytes a pair) and, for triplets, with 8 bytes per candidate row.
 
     Pairs are ``(premise, entailed hypothesis)``, one per distinct entailment row; ``add_reversed=True`` adds
     ``(hypothesis, premise)`` too, after each batch's forward pairs.

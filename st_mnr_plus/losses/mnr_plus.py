@@ -148,6 +148,8 @@ class MNRPlus(nn.Module):
                 the trainer's optimizer updates with the model. ``SentenceTransformerTrainer`` puts the loss's
                 parameters into its optimizer; with a non-zero ``weight_decay`` the log-scale is decayed towards
                 ``scale = 1`` too, so use ``learning_rate_mapping``/a parameter group to exempt it if needed.
+                Under ``torch.distributed`` its gradient is averaged over the ranks (DDP averages only the
+                model's), so every rank keeps the same scale.
             max_scale: Upper bound of a learnable scale.
             hard_negatives: ``"shared"`` (MNRL: hard negatives are negatives for every anchor) or ``"own"``
                 (each anchor's hard negatives count only for it; in-batch positives still count for all).
