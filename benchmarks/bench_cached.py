@@ -32,6 +32,8 @@ from typing import Any
 import pytest
 import torch
 
+from st_mnr_plus.callbacks import peak_rss_mib
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MINI_BATCH_SIZE = 64
 MAX_SEQ_LENGTH = 64
@@ -127,7 +129,8 @@ def training_step(loss_fn: torch.nn.Module, model: Any, features: list[dict[str,
 
 
 def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+    # VmHWM: ru_maxrss would carry the parent pytest's peak over exec.
+    return peak_rss_mib() * 2**20 / GIB
 
 
 def run_fresh(args: list[str], cap_gib: float | None = None, timeout: float = 1800) -> dict[str, Any] | None:

@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from st_mnr_plus.callbacks import peak_rss_mib
+
 GIB = 1024**3
 SIZES = [
     pytest.param(256, id="B256"),
@@ -133,7 +135,7 @@ def measure(loss: str, batch: int, dim: int, negatives: int, symmetric: bool = F
     except (MemoryError, RuntimeError) as error:
         return {"ok": False, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss_mib() * 2**20  # VmHWM: ru_maxrss would carry the parent pytest's peak over exec
     return {"ok": True, "loss": value, "seconds": seconds, "peak_extra_gib": max(peak - baseline, 0) / GIB}
 
 

@@ -143,7 +143,8 @@ CHILD = textwrap.dedent(
     else:
         from st_mnr_plus.datasets.nli import build_nli
         result = build_nli(path, method.rsplit("-", 1)[1], cache_dir=cache_dir)
-    print(json.dumps({"rows_out": len(result), "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    from st_mnr_plus.callbacks import peak_rss_mib  # VmHWM: ru_maxrss survives exec from pytest
+    print(json.dumps({"rows_out": len(result), "peak_rss_kib": peak_rss_mib() * 1024}))
     """
 )
 

@@ -315,3 +315,17 @@ def test_peak_rss_is_plausible():
     value = callbacks_module.peak_rss_mib()
     assert math.isfinite(value)
     assert 10 < value < 1024 * 1024
+
+
+def test_peak_rss_is_this_process_not_the_parent(tmp_path):
+    """ru_maxrss survives exec: a small child of a large parent must still report its own peak."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(512 * 2**20)  # the parent's peak RSS grows by 512 MiB
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    code = "from st_mnr_plus.callbacks import peak_rss_mib; print(peak_rss_mib())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert callbacks_module.peak_rss_mib() > 512
+    assert child < callbacks_module.peak_rss_mib() - 256, child
+    del ballast
