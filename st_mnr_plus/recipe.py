@@ -200,9 +200,21 @@ def build_evaluators(names: list[str], split: str, options: dict[str, dict[str, 
 
 
 def build_callbacks(names: list[str], loss) -> list[Any]:
+    """The named callbacks; ``mnr_diagnostics`` is left out, with a warning, for a loss without diagnostics.
+
+    The default callbacks include ``mnr_diagnostics``, which reads the ``diagnostics`` dict MNRPlus leaves after
+    each forward. A loss without one (sentence-transformers' MNRL, chosen by ``--loss mnrl`` for comparison)
+    would make it fail at the first training step; it only logs, so the run goes on without it.
+    """
     callbacks = []
     for name in names:
         factory = registry.get("callback", name)
+        if name == "mnr_diagnostics" and not isinstance(getattr(loss, "diagnostics", None), dict):
+            logger.warning(
+                "Callback 'mnr_diagnostics' skipped: the loss %s reports no diagnostics (MNRPlus and CachedMNRPlus do).",
+                type(loss).__name__,
+            )
+            continue
         params = inspect.signature(factory).parameters
         callbacks.append(factory(loss) if "loss" in params else factory())
     return callbacks

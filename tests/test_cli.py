@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -216,3 +217,20 @@ def test_evaluator_options_reach_the_preset(shared_data):
     assert len(evaluator.anchors) > 0
     with pytest.raises(RecipeError, match=r"\['sickr'\].*not among the evaluators"):
         build_evaluators(["stsb"], "test", {"sickr": {}})
+
+
+def test_diagnostics_callback_left_out_for_a_loss_without_diagnostics(tiny_model, caplog):
+    """The default callbacks with --loss mnrl: MNRL has no diagnostics, so the callback would fail mid-training."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from st_mnr_plus import MNRPlus
+    from st_mnr_plus.callbacks import MNRDiagnosticsCallback, ThroughputCallback
+    from st_mnr_plus.recipe import RecipeConfig, build_callbacks
+
+    defaults = RecipeConfig().callbacks
+    with caplog.at_level(logging.WARNING, logger="st_mnr_plus.recipe"):
+        callbacks = build_callbacks(defaults, MultipleNegativesRankingLoss(tiny_model))
+    assert [type(c) for c in callbacks] == [ThroughputCallback]
+    assert "'mnr_diagnostics' skipped" in caplog.text
+    callbacks = build_callbacks(defaults, MNRPlus(tiny_model))
+    assert [type(c) for c in callbacks] == [MNRDiagnosticsCallback, ThroughputCallback]
