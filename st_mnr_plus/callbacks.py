@@ -106,9 +106,9 @@ class MNRDiagnosticsCallback(_LogCallback):
 
     After each forward, ``MNRPlus`` leaves a dict of floats in ``loss.diagnostics``: ``accuracy`` (the share of
     anchors whose positive has the highest logit), ``positive_similarity``, ``hardest_negative_similarity``,
-    ``masked_fraction``, ``masked_duplicates`` and ``scale``. This callback collects that dict after every training forward (every
-    micro-batch under gradient accumulation; forwards for the eval loss are left out), and at each logging step
-    adds the mean over the forwards since the previous log as ``<prefix><key>``, e.g. ``mnr/accuracy``. The
+    ``masked_fraction``, ``masked_duplicates`` and ``scale``. This callback collects that dict after every training
+    forward (every micro-batch under gradient accumulation; forwards for the eval loss are left out), and at each
+    logging step adds the mean over the forwards since the previous log as ``<prefix><key>``, e.g. ``mnr/accuracy``. The
     scale is the latest value, not a mean, so that it follows a learned scale. Non-finite values (MNRPlus reports
     a NaN hardest-negative similarity for a batch without negatives) are left out of the mean; a key with no
     finite value since the last log is not logged.

@@ -14,6 +14,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -209,7 +210,7 @@ def build_callbacks(names: list[str], loss) -> list[Any]:
     callbacks = []
     for name in names:
         factory = registry.get("callback", name)
-        if name == "mnr_diagnostics" and not isinstance(getattr(loss, "diagnostics", None), dict):
+        if name == "mnr_diagnostics" and not isinstance(getattr(loss, "diagnostics", None), Mapping):
             logger.warning(
                 "Callback 'mnr_diagnostics' skipped: the loss %s reports no diagnostics (MNRPlus and CachedMNRPlus do).",
                 type(loss).__name__,

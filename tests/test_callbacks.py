@@ -317,7 +317,7 @@ def test_peak_rss_is_plausible():
     assert 10 < value < 1024 * 1024
 
 
-def test_peak_rss_is_this_process_not_the_parent(tmp_path):
+def test_peak_rss_is_this_process_not_the_parent():
     """ru_maxrss survives exec: a small child of a large parent must still report its own peak."""
     import subprocess
     import sys
