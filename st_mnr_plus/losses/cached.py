@@ -43,6 +43,33 @@ _GRADCACHE_CITATION = """
 """
 
 
+def _sorted_by_length(features: dict[str, Any]) -> tuple[dict[str, Any], Tensor | None]:
+    """``features`` with its rows sorted by decreasing token count, and the order (``None``: left as it is).
+
+    Only padded text inputs are sorted: every tensor shaped like the attention mask or ``(rows,)``. Anything
+    else (flattened inputs, image tensors, per-row Python lists) is left alone rather than guessed at.
+    """
+    mask = features.get("attention_mask")
+    if not isinstance(mask, Tensor) or mask.ndim != 2 or "cu_seq_lens_q" in features:
+        return features, None
+    rows = mask.shape[0]
+    for value in features.values():
+        if isinstance(value, Tensor) and value.shape not in (mask.shape, (rows,)):
+            return features, None
+        if isinstance(value, (list, tuple)) and len(value) == rows:
+            return features, None
+    order = torch.argsort(mask.sum(dim=1), descending=True, stable=True)
+    if bool((order == torch.arange(rows, device=order.device)).all()):
+        return features, None
+    return {key: value[order] if isinstance(value, Tensor) else value for key, value in features.items()}, order
+
+
+def _inverse(order: Tensor) -> Tensor:
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    return inverse
+
+
 def _delegated(name: str) -> property:
     """A read-only property reading ``name`` off the wrapped :class:`MNRPlus`, which owns every loss option."""
     return property(lambda self: getattr(self.loss, name), doc=f"``{name}`` of the wrapped MNRPlus.")
@@ -72,6 +99,7 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         max_scale: float = 100.0,
         hard_negatives: Literal["shared", "own"] = "shared",
         tile_size: int | None = None,
+        group_by_length: bool = True,
     ) -> None:
         r""":class:`~st_mnr_plus.losses.MNRPlus` with gradient caching (GradCache): any batch size in the memory
         of one mini-batch, with exactly the loss and gradients of the uncached loss on the whole batch.
@@ -126,6 +154,11 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
             max_scale: Upper bound of a learnable scale.
             hard_negatives: ``"shared"`` (MNRL: hard negatives are negatives for every anchor) or ``"own"``.
             tile_size: Anchor rows per tile of the loss stage; ``None`` lets MNRPlus choose.
+            group_by_length: Sort each column's rows by token count before splitting it into mini-batches (and
+                restore the order of the embeddings before the loss). sentence-transformers trims each
+                mini-batch to its longest text, so mini-batches of similar lengths embed far fewer padding
+                tokens: the same loss and gradients (dropout aside) for less encoder work. Dropout masks are
+                drawn per mini-batch, so only ``group_by_length=False`` draws exactly CMNRL's masks.
 
         Inputs:
             +-------------------------------------------------+--------+
@@ -208,6 +241,9 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         self.mini_batch_size = mini_batch_size
         self.mini_batch_num_tokens = mini_batch_num_tokens
         self.show_progress_bar = show_progress_bar
+        self.group_by_length = bool(group_by_length)
+        # Set by forward for calculate_loss: per column, the permutation that sorted its rows by length.
+        self._orders: list[Tensor | None] = []
         # Set by forward for calculate_loss, which the mixin calls with (reps, labels) only.
         self._row_ids: list[Tensor] | None = None
         # Gradients of the loss's own parameters (a learnable scale) from the last step (2), see forward.
@@ -244,11 +280,17 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
             )
         # Hash the token ids before any encoder pass: modules may edit the features in place while embedding.
         self._row_ids = [row_hashes(f) for f in sentence_features] if self.loss.mask_duplicates else None
+        self._orders = [None] * len(sentence_features)
+        if self.group_by_length:
+            sorted_features = [_sorted_by_length(f) for f in sentence_features]
+            sentence_features = [f for f, _ in sorted_features]
+            self._orders = [order for _, order in sorted_features]
         self._param_grads = []
         try:
             loss = self.forward_cached(sentence_features, labels)
         finally:
             self._row_ids = None
+            self._orders = []
         if not self._param_grads:
             return loss
         # The loss's own parameters got their gradients in step (2), but must receive them only when (and
@@ -272,6 +314,9 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
             with_backward: Compute the gradients too.
         """
         embeddings = [torch.cat(column) for column in reps]  # one (B, dim) tensor per column
+        for k, order in enumerate(self._orders):
+            if order is not None:  # back to the batch's row order (differentiable: the gradients follow)
+                embeddings[k] = embeddings[k][_inverse(order.to(embeddings[k].device))]
         loss = self.loss.compute_loss_from_embeddings(embeddings, labels, row_ids=self._row_ids)
         if not with_backward:
             return loss
@@ -292,6 +337,7 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
             **self.loss.get_config_dict(),
             "mini_batch_size": self.mini_batch_size,
             "mini_batch_num_tokens": self.mini_batch_num_tokens,
+            "group_by_length": self.group_by_length,
         }
 
     @property

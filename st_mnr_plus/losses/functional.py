@@ -237,6 +237,7 @@ class _Ctx:
         query_hashes: Tensor | None,
         candidate_hashes: Tensor | None,
         similarity_fct: Any = None,
+        normalize: bool = False,
     ) -> None:
         self.spec = spec
         # None: the fused path (dot products, hand-written gradients, in-place tiles). A callable: the plain
@@ -250,6 +251,13 @@ class _Ctx:
         self.L, self.off = spec.local_batch, spec.offset
         self.A = queries[self.off : self.off + self.L]  # local anchors
         self.P = candidates[self.off : self.off + self.L]  # local positives
+        # Cosine on the fused path: the inputs stay as they are and each tile's dot products are scaled by the
+        # inverse norms of its rows and columns, so no normalised (B, d) copies exist (see ``run`` for the
+        # gradient). None: dot products.
+        self.iq = self.ic = self.iA = self.iP = None
+        if normalize and similarity_fct is None:
+            self.iq, self.ic = _inverse_norms(queries), _inverse_norms(candidates)  # (Bw,), (N,)
+            self.iA, self.iP = self.iq[self.off : self.off + self.L], self.ic[self.off : self.off + self.L]
         self.scale = scale
         self.dirs = set(spec.directions)
         self.own = spec.hard_negatives == "own" and self.n > 0
@@ -258,7 +266,9 @@ class _Ctx:
         # doc_to_query read from the columns of the query x positive tiles: only valid without gathering.
         self.shared_d2q = "doc_to_query" in self.dirs and self.off == 0 and self.L == self.Bw
         if self.sim is None:
-            self.s_pos = (self.A * self.P).sum(dim=1)  # (L,) raw positive similarities
+            self.s_pos = _row_dot(self.A, self.P)  # (L,) raw positive similarities
+            if self.iA is not None:
+                self.s_pos = self.s_pos * self.iA * self.iP
         else:
             self.s_pos = torch.stack(
                 [self.sim(self.A[i : i + 1], self.P[i : i + 1]).reshape(()) for i in range(self.L)]
@@ -285,9 +295,13 @@ class _Ctx:
         rows = spec.tile_rows or max(1, spec.tile_elements // max(width, 1))
         self.tile_rows = self.L if self.autograd else min(rows, self.L)
 
-    def _pairwise(self, x: Tensor, y: Tensor) -> Tensor:
-        """``(rows, cols)`` raw similarities."""
-        return torch.mm(x, y.T) if self.sim is None else self.sim(x, y)
+    def _pairwise(self, x: Tensor, y: Tensor, ix: Tensor | None = None, iy: Tensor | None = None) -> Tensor:
+        """``(rows, cols)`` raw similarities; ``ix``/``iy``: inverse norms of the rows of ``x``/``y`` (cosine)."""
+        if self.sim is not None:
+            return self.sim(x, y)
+        if ix is None:
+            return torch.mm(x, y.T)
+        return torch.mm(x * ix[:, None], y.T).mul_(iy[None, :])
 
     # ---- logits of one tile ---------------------------------------------------------------------------------
 
@@ -416,6 +430,9 @@ class _Ctx:
         ar = torch.arange(rows, device=device)
         pos_col = ar + g0  # the positive (query_to_doc) or self (query_to_query) column of each row
         A_t, P_t = self.A[r0:r1], self.P[r0:r1]
+        iA_t = self.iA[r0:r1] if self.iA is not None else None
+        iP_t = self.iP[r0:r1] if self.iP is not None else None
+        ic_cols = self.ic[: self.q2d_cols] if self.ic is not None else None
         thr = self.threshold[r0:r1] if self.margin is not None else None
         ph = self.positive_hash[r0:r1] if self.positive_hash is not None else None
         ah = self.anchor_hash[r0:r1] if self.anchor_hash is not None else None
@@ -423,7 +440,7 @@ class _Ctx:
         q2d_penalty, own_penalty = self._penalties(pos_col)
 
         # ---- query_to_doc, and doc_to_query read from the same tile's positive columns --------------------
-        z = self._pairwise(A_t, self.C[: self.q2d_cols])  # (rows, q2d_cols) raw similarities
+        z = self._pairwise(A_t, self.C[: self.q2d_cols], iA_t, ic_cols)  # (rows, q2d_cols) raw similarities
         if self.shared_d2q:
             # (rows = queries k, cols = positives j): doc_to_query logits of rows j, read down the columns.
             zc = z[:, : self.Bw].clone()
@@ -440,6 +457,8 @@ class _Ctx:
             negs = torch.stack([self.C[sl] for sl in own_rows], 1)  # (rows, n, d)
             if self.sim is None:
                 h = torch.einsum("rd,rkd->rk", A_t, negs)
+                if self.ic is not None:
+                    h.mul_(iA_t[:, None] * torch.stack([self.ic[sl] for sl in own_rows], 1))
             else:
                 h = torch.cat([self.sim(A_t[i : i + 1], negs[i]) for i in range(rows)])
             if self.ch is not None and self.dup_c:
@@ -459,21 +478,21 @@ class _Ctx:
 
         # ---- query_to_query (never q_i -> q_i) ----------------------------------------------------------------
         if "query_to_query" in self.dirs:
-            zq = self._pairwise(A_t, self.Q)  # (rows, Bw)
+            zq = self._pairwise(A_t, self.Q, iA_t, self.iq)  # (rows, Bw)
             qmask, _ = self._mask_entries(zq.detach(), ah, self.qh, self.dup_q, pos_col, thr)
             self._apply_masks(zq, qmask, (ar, pos_col))
             out["parts"].append(["query_to_query", self._to_logits(zq, qmask, (ar, pos_col), None), "A", "Q"])
 
         # ---- doc_to_query with gathered embeddings (rows: local positives, cols: all queries) ----------------
         if "doc_to_query" in self.dirs and not self.shared_d2q:
-            zd = self._pairwise(P_t, self.Q)  # (rows, Bw)
+            zd = self._pairwise(P_t, self.Q, iP_t, self.iq)  # (rows, Bw)
             dmask, _ = self._mask_entries(zd.detach(), ah, self.qh, self.dup_q, pos_col, thr)
             self._apply_masks(zd, dmask, None)
             out["parts"].append(["doc_to_query", self._to_logits(zd, dmask, None, None), "P", "Q"])
 
         # ---- doc_to_doc (never d_i -> any document of query i: its positive and its hard negatives) ----------
         if "doc_to_doc" in self.dirs:
-            zdd = self._pairwise(P_t, self.C[: self.q2d_cols])  # (rows, q2d_cols)
+            zdd = self._pairwise(P_t, self.C[: self.q2d_cols], iP_t, ic_cols)  # (rows, q2d_cols)
             ddmask, _ = self._mask_entries(zdd.detach(), ph, ch_cols, self.dup_c, None, thr)
             groups = self.q2d_cols // self.Bw
             same = (
@@ -556,8 +575,9 @@ class _Ctx:
             lse_by_dir["doc_to_query"] = col_lse
         grads = None
         if need_grad:
-            dA = torch.zeros_like(self.A)
-            dP = torch.zeros_like(self.P)
+            # One gradient buffer per input: a tile's row side (its anchors / positives) and column side (the
+            # queries / candidates it is scored against) add into the same rows, so the peak extra memory is
+            # these two buffers plus a few tiles.
             dQy = torch.zeros_like(self.Q)
             dCy = torch.zeros_like(self.C)
         if two_pass:
@@ -581,7 +601,7 @@ class _Ctx:
                 else:
                     factors = self._single_pass_factors(t["parts"], row_lse, r0, r1, need_grad)
                 if need_grad:
-                    self._accumulate(t["parts"], factors, r0, r1, dA, dP, dQy, dCy)
+                    self._accumulate(t["parts"], factors, r0, r1, dQy, dCy)
         # Loss: (1/L) sum_i [normaliser_i - scale * s_pos_i].
         if per_dir:
             total = sum(lse_by_dir[d] for d in self.dirs) / len(self.dirs)
@@ -589,14 +609,31 @@ class _Ctx:
             total = self._normalizer(lse_by_dir)
         loss = total.mean() - self.scale * self.s_pos.mean()
         if need_grad:
-            # The positive logit's -1 (query_to_doc only), weight 1/L.
-            dA.sub_(self.P, alpha=1.0 / L)
-            dCy[self.off : self.off + L].sub_(self.A, alpha=1.0 / L)
-            dscale = (self.A * dA).sum() + (self.P * dP).sum()
-            dQy[self.off : self.off + L] += dA
-            dCy[self.off : self.off + L] += dP
-            grads = (dQy.mul_(self.scale), dCy.mul_(self.scale), dscale)
+            grads = self._finish_gradients(dQy, dCy)
         return loss, stats, grads
+
+    def _finish_gradients(self, dQy: Tensor, dCy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Accumulated buffers -> gradients of the loss w.r.t. queries, candidates and scale, in place.
+
+        The buffers hold ``D_i = sum_j g_ij ix_i iy_j y_j`` summed over both sides of every logit, where
+        ``g_ij`` is d loss / d logit_ij and ``ix``/``iy`` the inverse norms (1 for dot products). With
+        ``cos_ij = ix_i iy_j x_i . y_j``, d loss / d x_i is ``scale * (D_i - ix_i**2 (x_i . D_i) x_i)`` (the
+        projection through the normalisation), and ``x_i . D_i`` summed over every row of both inputs counts
+        each ``g_ij cos_ij`` twice (once per side): half of it is d loss / d scale.
+        """
+        L, off = self.L, self.off
+        # The positive logit's -1 (query_to_doc only), weight 1/L, on both of its sides.
+        pos = torch.full((L,), -1.0 / L, dtype=dQy.dtype, device=dQy.device)
+        if self.iA is not None:
+            pos = pos * self.iA * self.iP
+        dQy[off : off + L].addcmul_(self.P, pos[:, None])
+        dCy[off : off + L].addcmul_(self.A, pos[:, None])
+        rq, rc = _row_dot(self.Q, dQy), _row_dot(self.C, dCy)  # (Bw,), (N,)
+        dscale = (rq.sum() + rc.sum()) / 2
+        if self.iq is not None:
+            dQy.addcmul_(self.Q, (rq * self.iq.square())[:, None], value=-1.0)
+            dCy.addcmul_(self.C, (rc * self.ic.square())[:, None], value=-1.0)
+        return dQy.mul_(self.scale), dCy.mul_(self.scale), dscale
 
     def run_autograd(self) -> tuple[Tensor, Tensor]:
         """The plain path: one tile of all rows, logsumexp and gradients by autograd (custom similarities)."""
@@ -650,40 +687,60 @@ class _Ctx:
         factors: list[Tensor | None],
         r0: int,
         r1: int,
-        dA: Tensor,
-        dP: Tensor,
         dQy: Tensor,
         dCy: Tensor,
     ) -> None:
-        """Add one tile's contribution to the unscaled gradients (d loss / d logit times the other side)."""
+        """Add one tile's contribution to the gradient buffers (see :meth:`_finish_gradients`)."""
+        off = self.off
         X = {"A": self.A, "P": self.P}
-        dX = {"A": dA, "P": dP}
+        dX = {"A": dQy[off : off + self.L], "P": dCy[off : off + self.L]}
+        inv = {"A": self.iA, "P": self.iP}
         rows = r1 - r0
         for (_, e, x_kind, y_kind), f in zip(parts, factors, strict=True):
             # e: (rows, cols) exp(logit - shift); the gradient of the loss w.r.t. the logit is e * f, where f is
             # (rows,) in the single pass and the uniform weight when the logsumexps came from a first pass.
-            f_col = f[:, None] if f is not None else self.weight
+            f_col = f[:, None] if f is not None else None
             x_t = X[x_kind][r0:r1]
+            if inv[x_kind] is not None:  # the rows' inverse norms go into the row factor
+                ix = inv[x_kind][r0:r1, None]
+                f_col = ix * (f_col if f_col is not None else self.weight)
             if y_kind == "diag":
-                g = e * f_col  # (rows, n)
-                g0 = self.off + r0
+                g = e * (f_col if f_col is not None else self.weight)  # (rows, n)
+                g0 = off + r0
                 for k in range(1, self.n + 1):
                     own = slice(k * self.Bw + g0, k * self.Bw + g0 + rows)
-                    dX[x_kind][r0:r1].addcmul_(g[:, k - 1 : k], self.C[own])
-                    dCy[own].addcmul_(g[:, k - 1 : k], x_t)
+                    g_k = g[:, k - 1 : k] if self.ic is None else g[:, k - 1 : k] * self.ic[own, None]
+                    dX[x_kind][r0:r1].addcmul_(g_k, self.C[own])
+                    dCy[own].addcmul_(g_k, x_t)
                 continue
             if y_kind == "Q":
-                Y, dY = self.Q, dQy
+                Y, dY, iy = self.Q, dQy, self.iq
             elif y_kind == "D0":
                 Y, dY = self.C[: self.Bw], dCy[: self.Bw]
+                iy = self.ic[: self.Bw] if self.ic is not None else None
             else:
-                Y, dY = self.C, dCy
-            if f is None:
+                Y, dY, iy = self.C, dCy, self.ic
+            if iy is not None:
+                e.mul_(iy[None, :])
+            if f_col is None:
                 dX[x_kind][r0:r1].addmm_(e, Y, alpha=self.weight)
                 dY.addmm_(e.T, x_t, alpha=self.weight)
             else:
                 dX[x_kind][r0:r1].addcmul_(torch.mm(e, Y), f_col)
                 dY.addmm_(e.T, x_t * f_col)
+
+
+def _inverse_norms(x: Tensor) -> Tensor:
+    """``(rows,)`` ``1 / max(||x_i||, 1e-12)``, the factor ``F.normalize`` divides by."""
+    return torch.linalg.vector_norm(x, dim=1).clamp_min_(1e-12).reciprocal_()
+
+
+def _row_dot(x: Tensor, y: Tensor, chunk: int = 4096) -> Tensor:
+    """``(rows,)`` dot products of matching rows, in chunks: no ``(rows, d)`` temporary."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for c0 in range(0, x.shape[0], chunk):
+        torch.sum(x[c0 : c0 + chunk] * y[c0 : c0 + chunk], dim=1, out=out[c0 : c0 + chunk])
+    return out
 
 
 def _row_logsumexp_(z: Tensor) -> Tensor:
@@ -713,6 +770,7 @@ class _FusedMNRFunction(torch.autograd.Function):
         query_hashes: Tensor | None,
         candidate_hashes: Tensor | None,
         spec: MNRSpec,
+        normalize: bool,
     ) -> tuple[Tensor, Tensor]:
         compute = torch.float64 if queries.dtype == torch.float64 else torch.float32
         need_grad = any(ctx.needs_input_grad[:3])
@@ -723,6 +781,7 @@ class _FusedMNRFunction(torch.autograd.Function):
             spec,
             query_hashes,
             candidate_hashes,
+            normalize=normalize,
         )
         loss, stats, grads = run.run(need_grad)
         if grads is not None:
@@ -736,10 +795,15 @@ class _FusedMNRFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, grad_stats: Tensor) -> tuple[Tensor | None, ...]:
         d_queries, d_candidates, d_scale = ctx.saved_tensors
+        if not bool(grad_loss == 1):  # the usual backward() of the loss itself needs no (B, d) products
+            d_queries = d_queries * grad_loss.to(d_queries.dtype)
+            d_candidates = d_candidates * grad_loss.to(d_candidates.dtype)
+            d_scale = d_scale * grad_loss.to(d_scale.dtype)
         return (
-            d_queries * grad_loss.to(d_queries.dtype) if ctx.needs_input_grad[0] else None,
-            d_candidates * grad_loss.to(d_candidates.dtype) if ctx.needs_input_grad[1] else None,
-            d_scale * grad_loss.to(d_scale.dtype) if ctx.needs_input_grad[2] else None,
+            d_queries if ctx.needs_input_grad[0] else None,
+            d_candidates if ctx.needs_input_grad[1] else None,
+            d_scale if ctx.needs_input_grad[2] else None,
+            None,
             None,
             None,
             None,
@@ -786,17 +850,21 @@ def tiled_mnr_loss(
     spec: MNRSpec,
     query_hashes: Tensor | None = None,
     candidate_hashes: Tensor | None = None,
+    normalize: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Multiple negatives ranking loss on dot products, fused and tiled.
+    """Multiple negatives ranking loss on dot products (cosine with ``normalize``), fused and tiled.
 
     Args:
-        queries: ``(B, d)`` anchors (all ranks' when gathered; cosine callers normalise first).
+        queries: ``(B, d)`` anchors (all ranks' when gathered).
         candidates: ``(B * (1 + n), d)`` positives, then each hard-negative column.
         scale: Inverse temperature; a tensor that requires grad gets a gradient.
         spec: What to compute (directions, modes, masks, tiling).
         query_hashes: ``(B,)`` row hashes of the queries (see :func:`row_hashes`), or ``None``.
         candidate_hashes: ``(B * (1 + n),)`` row hashes of the candidates, or ``None``. With both given,
             duplicates of a row's positive (or anchor) are excluded from its negatives.
+        normalize: Score cosine similarities: each tile's dot products are divided by its rows' and columns'
+            norms (``F.normalize``'s, clamped at 1e-12), so no normalised copy of the inputs is made, and the
+            gradients flow back through the normalisation.
 
     Returns:
         ``(loss, stats)``: the scalar loss (float32, or float64 for float64 inputs) and a detached tensor of the
@@ -805,7 +873,7 @@ def tiled_mnr_loss(
     _check_inputs(queries, candidates, spec, query_hashes, candidate_hashes)
     if not isinstance(scale, Tensor):
         scale = torch.tensor(float(scale), dtype=torch.float32, device=queries.device)
-    return _FusedMNRFunction.apply(queries, candidates, scale, query_hashes, candidate_hashes, spec)
+    return _FusedMNRFunction.apply(queries, candidates, scale, query_hashes, candidate_hashes, spec, normalize)
 
 
 def plain_mnr_loss(
@@ -846,19 +914,16 @@ def mnr_plus_loss(
     query_hashes: Tensor | None = None,
     candidate_hashes: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """:func:`tiled_mnr_loss` on cosine (normalised once, up front, in float32) or dot-product similarity.
+    """:func:`tiled_mnr_loss` on cosine or dot-product similarity.
 
     Embeddings in float16/bfloat16 are accepted: logits and accumulation are float32 and the gradients flow
     back in the input dtype.
     """
     if similarity not in ("cos", "dot"):
         raise ValueError(f"similarity must be 'cos' or 'dot', got {similarity!r}")
-    compute = torch.float64 if queries.dtype == torch.float64 else torch.float32
-    queries, candidates = queries.to(compute), candidates.to(compute)
-    if similarity == "cos":
-        queries = F.normalize(queries, p=2, dim=1)
-        candidates = F.normalize(candidates, p=2, dim=1)
-    return tiled_mnr_loss(queries, candidates, scale, spec, query_hashes, candidate_hashes)
+    return tiled_mnr_loss(
+        queries, candidates, scale, spec, query_hashes, candidate_hashes, normalize=similarity == "cos"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -212,11 +212,15 @@ def test_dropout_replayed_like_st_cmnrl(tiny_model) -> None:
     torch.manual_seed(123)
     expected = step(CachedMultipleNegativesRankingLoss(st_model, mini_batch_size=3), st_model, cols)
     torch.manual_seed(123)
-    actual = step(CachedMNRPlus(our_model, mini_batch_size=3, mask_duplicates=False), our_model, cols)
+    # group_by_length=False: CMNRL's mini-batches, so the same rows draw the same masks.
+    actual = step(
+        CachedMNRPlus(our_model, mini_batch_size=3, mask_duplicates=False, group_by_length=False), our_model, cols
+    )
     assert_same(actual, expected, **F64)
 
 
-def test_dropout_replayed_between_passes(tiny_model) -> None:
+@pytest.mark.parametrize("group_by_length", [False, True], ids=["batch-order", "grouped-by-length"])
+def test_dropout_replayed_between_passes(tiny_model, group_by_length: bool) -> None:
     """The gradients are those of the embeddings of step (1): its dropout masks are replayed in step (3).
 
     Reference: the same mini-batches embedded once with gradients, in the same order from the same seed, then
@@ -231,9 +235,13 @@ def test_dropout_replayed_between_passes(tiny_model) -> None:
     embeddings = []
     for f in features:
         rows = f["input_ids"].shape[0]
+        order = torch.arange(rows)
+        if group_by_length:  # longest rows first, ties in batch order
+            order = torch.argsort(f["attention_mask"].sum(dim=1), descending=True, stable=True)
+            f = {k: v[order] if isinstance(v, torch.Tensor) else v for k, v in f.items()}
         # The mixin's own slicing, which also trims each mini-batch's padding (dropout masks follow the shape).
         parts = [ref_model(_create_minibatch(f, b, b + 4))["sentence_embedding"] for b in range(0, rows, 4)]
-        embeddings.append(torch.cat(parts))
+        embeddings.append(torch.cat(parts)[torch.argsort(order)])
     row_ids = [row_hashes(ref_model.preprocess(c)) for c in cols]
     ref_loss = ref_loss_fn.compute_loss_from_embeddings(embeddings, None, row_ids=row_ids)
     ref_loss.backward()
@@ -243,7 +251,7 @@ def test_dropout_replayed_between_passes(tiny_model) -> None:
     )
 
     torch.manual_seed(7)
-    actual = step(CachedMNRPlus(model, mini_batch_size=4), model, cols)
+    actual = step(CachedMNRPlus(model, mini_batch_size=4, group_by_length=group_by_length), model, cols)
     assert_same(actual, expected, **F64)
     # And dropout did act: the eval-mode loss differs.
     with torch.no_grad():
@@ -339,6 +347,23 @@ def test_equal_weights_through_trainer_with_accumulation(tiny_model, tmp_path) -
 # ------------------------------------------------------------------------------------------------ API
 
 
+def test_group_by_length_embeds_fewer_tokens_for_the_same_result(minilm64) -> None:
+    """Sorted mini-batches are trimmed to shorter widths: fewer tokens through the encoder, same loss and grads."""
+    cols = columns(3, duplicates=True)
+    cols[0][3] = "A child " + "rides a red bicycle down the long street " * 3  # one long text, mid-batch
+    widths: dict[bool, list[int]] = {}
+    results = {}
+    for group in (False, True):
+        model = copy.deepcopy(minilm64)
+        seen = widths.setdefault(group, [])
+        model[0].register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0]["input_ids"].numel()))
+        results[group] = step(CachedMNRPlus(model, mini_batch_size=4, group_by_length=group), model, cols)
+    assert_same(results[True], results[False], **F64)
+    # Both passes embed every mini-batch; the grouped ones hold fewer (padding) tokens.
+    assert len(widths[True]) == len(widths[False])
+    assert sum(widths[True]) < sum(widths[False])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
     [
@@ -382,6 +407,7 @@ def test_options_and_model_card(tiny_model) -> None:
     config = loss_fn.get_config_dict()
     assert config["mini_batch_size"] == 16
     assert config["false_negative_margin"] == 0.2
+    assert config["group_by_length"] is True
     assert config["scale"] == pytest.approx(25.0)
     assert "gao2021scaling" in loss_fn.citation
     # The learnable scale is a parameter of the loss, so the trainer's optimizer picks it up.

@@ -191,7 +191,8 @@ def test_duplicate_positive_is_a_negative_for_mnrl_but_masked_for_mnr_plus():
         pytest.param({"offset": 2, "local_batch": 3, "directions": ("query_to_doc", "doc_to_query")}, id="gathered"),
     ],
 )
-def test_gradcheck_fused_function(spec_kwargs):
+@pytest.mark.parametrize("similarity", ["dot", "cos"])
+def test_gradcheck_fused_function(spec_kwargs, similarity):
     generator = torch.Generator().manual_seed(7)
     batch, negatives = 5, 1
     spec = MNRSpec(**{"local_batch": batch, "tile_rows": 2, **spec_kwargs})
@@ -201,9 +202,31 @@ def test_gradcheck_fused_function(spec_kwargs):
     hashes = (torch.tensor([1, 2, 1, 3, 4]), torch.tensor([5, 6, 5, 7, 8, 9, 10, 11, 12, 13]))
 
     def loss(q, c, s):
-        return mnr_plus_loss(q, c, s, spec, "dot", *hashes)[0]
+        return mnr_plus_loss(q, c, s, spec, similarity, *hashes)[0]
 
     assert torch.autograd.gradcheck(loss, (queries, candidates, scale))
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cos"])
+def test_gradients_follow_the_incoming_gradient(similarity):
+    # Backward hands the gradients computed in forward straight back for an incoming gradient of 1 (the
+    # loss's own backward()) and scales them otherwise (gradient accumulation, AMP's loss scaling).
+    spec = MNRSpec(local_batch=6, tile_rows=4, directions=("query_to_doc", "doc_to_query"))
+    inputs = _embeddings(6, 2, dtype=torch.float64, seed=5)
+    scale = torch.tensor(5.0, dtype=torch.float64)
+    grads = {}
+    for factor in (1.0, 0.25):
+        leaves = [
+            inputs[0].clone().requires_grad_(),
+            inputs[1].clone().requires_grad_(),
+            scale.clone().requires_grad_(),
+        ]
+        loss, _ = mnr_plus_loss(*leaves, spec, similarity)
+        (loss * factor).backward()
+        grads[factor] = [leaf.grad for leaf in leaves]
+    for name, full, quarter in zip(("queries", "candidates", "scale"), grads[1.0], grads[0.25], strict=True):
+        assert full.abs().sum() > 0, name
+        torch.testing.assert_close(quarter, full * 0.25, msg=name)
 
 
 @pytest.mark.parametrize("negatives", [0, 1], ids=lambda n: f"neg{n}")
