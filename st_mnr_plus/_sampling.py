@@ -3,8 +3,11 @@
 Two parts, both free of per-row Python work on the common path:
 
 * :func:`encode_duplicates` turns the text columns of an Arrow table into a :class:`DuplicateIndex`: every text
-  is dictionary-encoded once (exact, no hash collisions), and only texts that occur in two or more rows are kept,
-  as dense ``int32`` ids. Texts that occur in one row can never cause a duplicate, so they cost nothing later.
+  is hashed once to 64 bits straight from the Arrow buffers (:func:`text_hashes`, one thread per column), the
+  hashes are dictionary-encoded, and only texts that occur in two or more rows are kept, as dense ``int32`` ids.
+  Texts that occur in one row can never cause a duplicate, so they cost nothing later. Equal texts always get
+  equal hashes, so no duplicate can slip through; a collision (about one in 10**7 for 2M texts) could only keep
+  two different texts out of the same batch.
 * :func:`place_rows` splits a set of rows into duplicate-free batches of a fixed shape: a random permutation is
   cut into batches, rows that collide with an earlier row of their batch are taken out with one sort, and a short
   randomised repair loop (proportional to the number of collisions, not to the data) puts them back, moving one
@@ -14,8 +17,10 @@ Two parts, both free of per-row Python work on the common path:
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +116,79 @@ def text_column(table: pa.Table, name: str, normalize: bool) -> pa.ChunkedArray:
     return column
 
 
+# 64-bit mixing constants (splitmix64's): every word of a text goes through a multiply-xorshift round.
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xBF58476D1CE4E5B9)
+_K3 = np.uint64(0x94D049BB133111EB)
+
+
+def _hash_string_chunk(chunk: pa.Array) -> np.ndarray:
+    """``(len(chunk),)`` ``uint64`` hashes of a string/large_string array, from its offsets and data buffers.
+
+    Each text is read as little-endian 8-byte words (the last one masked to the text's remaining bytes) through
+    an unaligned, byte-strided view of the data buffer, so the work is a handful of vectorised passes per word
+    position, over the texts that are still that long.
+    """
+    _, offsets_buffer, data_buffer = chunk.buffers()
+    offset_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[chunk.offset : chunk.offset + len(chunk) + 1]
+    offsets = offsets.astype(np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    size = len(data)
+    # words[i]: the 8 bytes starting at byte i (no copy). The last 7 start positions would read past the
+    # buffer, so those words come from a zero-padded copy of its tail.
+    words = np.ndarray((max(size - 7, 0),), dtype="<u8", buffer=data, strides=(1,))
+    tail_start = max(size - 8, 0)
+    tail = np.zeros(16, dtype=np.uint8)
+    tail[: size - tail_start] = data[tail_start:]
+    tail_words = np.ndarray((9,), dtype="<u8", buffer=tail, strides=(1,))
+    starts = offsets[:-1]
+    lengths = offsets[1:] - starts
+    hashes = lengths.astype(np.uint64) * _K1 ^ _K3  # the length is part of the hash
+    active = np.arange(len(starts))  # texts with bytes left at word position k
+    k = 0
+    with np.errstate(over="ignore"):
+        while len(active):
+            pos = starts[active] + 8 * k
+            remaining = lengths[active] - 8 * k
+            inside = pos <= size - 8
+            if inside.all():
+                w = words[pos]
+            else:
+                w = np.empty(len(pos), dtype="<u8")
+                w[inside] = words[pos[inside]]
+                w[~inside] = tail_words[pos[~inside] - tail_start]
+            partial = remaining < 8
+            if partial.any():
+                w[partial] &= (np.uint64(1) << (remaining[partial] * 8).astype(np.uint64)) - np.uint64(1)
+            h = hashes[active] if k else hashes
+            h ^= w
+            h *= _K2
+            h ^= h >> np.uint64(31)
+            if k:
+                hashes[active] = h
+            active = active[remaining > 8]
+            k += 1
+        # splitmix64's finaliser.
+        hashes ^= hashes >> np.uint64(30)
+        hashes *= _K2
+        hashes ^= hashes >> np.uint64(27)
+        hashes *= _K3
+        hashes ^= hashes >> np.uint64(31)
+    return hashes
+
+
+def text_hashes(column: pa.ChunkedArray) -> np.ndarray:
+    """``(len(column),)`` ``uint64`` 64-bit hashes of a string or large_string column: equal texts, equal hashes.
+
+    The hash depends only on the UTF-8 bytes (and so on no chunking, offset type or machine).
+    """
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise ValueError(f"text_hashes needs a string or large_string column, got {column.type}")
+    parts = [_hash_string_chunk(chunk) for chunk in column.chunks if len(chunk)]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+
+
 def encode_duplicates(table: pa.Table, columns: Sequence[str], normalize: bool = False) -> DuplicateIndex:
     """Dictionary-encode the texts of ``columns`` across all of them and index the duplicated ones.
 
@@ -130,21 +208,19 @@ def encode_duplicates(table: pa.Table, columns: Sequence[str], normalize: bool =
             num_rows, np.full((num_rows, 0), -1, np.int32), np.zeros(1, np.int64), empty, np.empty(0, np.int64)
         )
     texts = [text_column(table, name, normalize) for name in columns]
-    if len({column.type for column in texts}) > 1:
-        texts = [column.cast(pa.large_string()) for column in texts]
-    # One dictionary over every column: a text in `anchor` of one row equals the same text in `positive` of another.
-    chunks = [chunk for column in texts for chunk in column.chunks if len(chunk)]
-    encoded = pa.chunked_array(chunks, type=texts[0].type).dictionary_encode()
-    dictionaries = {id(chunk.dictionary) for chunk in encoded.chunks}
-    if len(dictionaries) > 1 and not all(c.dictionary.equals(encoded.chunk(0).dictionary) for c in encoded.chunks):
-        # Not seen with current pyarrow, which shares one dictionary across chunks; stay exact if that changes.
-        unique = pc.unique(pa.chunked_array(chunks, type=texts[0].type))
-        codes = pc.index_in(pa.chunked_array(chunks, type=texts[0].type), value_set=unique).to_numpy()
-        num_distinct = len(unique)
+    # One hash per text, then one dictionary over every column: a text in `anchor` of one row equals the same
+    # text in `positive` of another. NumPy releases the GIL, so the columns hash in parallel.
+    if num_columns > 1:
+        with ThreadPoolExecutor(max_workers=min(num_columns, os.cpu_count() or 1)) as pool:
+            hashes = np.concatenate(list(pool.map(text_hashes, texts)))
     else:
-        codes = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks])
-        num_distinct = len(encoded.chunk(0).dictionary) if encoded.num_chunks else 0
-    del encoded, chunks, texts
+        hashes = text_hashes(texts[0])
+    del texts
+    encoded = pa.array(hashes).dictionary_encode()
+    del hashes
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    num_distinct = len(encoded.dictionary)
+    del encoded
     # (num_rows, num_columns), a strided view of the column-major codes.
     codes = codes.astype(np.int32, copy=False).reshape(num_columns, num_rows).T
     # A text repeated inside one row is one text of that row (sentence-transformers compares value sets per row).

@@ -240,6 +240,12 @@ class _Ctx:
         normalize: bool = False,
     ) -> None:
         self.spec = spec
+        # Cosine on the fused path: normalised copies, made here without an autograd graph; the inverse norms
+        # are kept for the gradients' projection through the normalisation (see _finish_gradients).
+        self.iq = self.ic = None
+        if normalize and similarity_fct is None:
+            self.iq, self.ic = _inverse_norms(queries), _inverse_norms(candidates)  # (Bw,), (N,)
+            queries, candidates = queries * self.iq[:, None], candidates * self.ic[:, None]
         # None: the fused path (dot products, hand-written gradients, in-place tiles). A callable: the plain
         # path for custom similarity functions, one tile of all rows, differentiated by autograd.
         self.sim = similarity_fct
@@ -251,13 +257,6 @@ class _Ctx:
         self.L, self.off = spec.local_batch, spec.offset
         self.A = queries[self.off : self.off + self.L]  # local anchors
         self.P = candidates[self.off : self.off + self.L]  # local positives
-        # Cosine on the fused path: the inputs stay as they are and each tile's dot products are scaled by the
-        # inverse norms of its rows and columns, so no normalised (B, d) copies exist (see ``run`` for the
-        # gradient). None: dot products.
-        self.iq = self.ic = self.iA = self.iP = None
-        if normalize and similarity_fct is None:
-            self.iq, self.ic = _inverse_norms(queries), _inverse_norms(candidates)  # (Bw,), (N,)
-            self.iA, self.iP = self.iq[self.off : self.off + self.L], self.ic[self.off : self.off + self.L]
         self.scale = scale
         self.dirs = set(spec.directions)
         self.own = spec.hard_negatives == "own" and self.n > 0
@@ -267,8 +266,6 @@ class _Ctx:
         self.shared_d2q = "doc_to_query" in self.dirs and self.off == 0 and self.L == self.Bw
         if self.sim is None:
             self.s_pos = _row_dot(self.A, self.P)  # (L,) raw positive similarities
-            if self.iA is not None:
-                self.s_pos = self.s_pos * self.iA * self.iP
         else:
             self.s_pos = torch.stack(
                 [self.sim(self.A[i : i + 1], self.P[i : i + 1]).reshape(()) for i in range(self.L)]
@@ -295,13 +292,9 @@ class _Ctx:
         rows = spec.tile_rows or max(1, spec.tile_elements // max(width, 1))
         self.tile_rows = self.L if self.autograd else min(rows, self.L)
 
-    def _pairwise(self, x: Tensor, y: Tensor, ix: Tensor | None = None, iy: Tensor | None = None) -> Tensor:
-        """``(rows, cols)`` raw similarities; ``ix``/``iy``: inverse norms of the rows of ``x``/``y`` (cosine)."""
-        if self.sim is not None:
-            return self.sim(x, y)
-        if ix is None:
-            return torch.mm(x, y.T)
-        return torch.mm(x * ix[:, None], y.T).mul_(iy[None, :])
+    def _pairwise(self, x: Tensor, y: Tensor) -> Tensor:
+        """``(rows, cols)`` raw similarities."""
+        return torch.mm(x, y.T) if self.sim is None else self.sim(x, y)
 
     # ---- logits of one tile ---------------------------------------------------------------------------------
 
@@ -430,9 +423,6 @@ class _Ctx:
         ar = torch.arange(rows, device=device)
         pos_col = ar + g0  # the positive (query_to_doc) or self (query_to_query) column of each row
         A_t, P_t = self.A[r0:r1], self.P[r0:r1]
-        iA_t = self.iA[r0:r1] if self.iA is not None else None
-        iP_t = self.iP[r0:r1] if self.iP is not None else None
-        ic_cols = self.ic[: self.q2d_cols] if self.ic is not None else None
         thr = self.threshold[r0:r1] if self.margin is not None else None
         ph = self.positive_hash[r0:r1] if self.positive_hash is not None else None
         ah = self.anchor_hash[r0:r1] if self.anchor_hash is not None else None
@@ -440,7 +430,7 @@ class _Ctx:
         q2d_penalty, own_penalty = self._penalties(pos_col)
 
         # ---- query_to_doc, and doc_to_query read from the same tile's positive columns --------------------
-        z = self._pairwise(A_t, self.C[: self.q2d_cols], iA_t, ic_cols)  # (rows, q2d_cols) raw similarities
+        z = self._pairwise(A_t, self.C[: self.q2d_cols])  # (rows, q2d_cols) raw similarities
         if self.shared_d2q:
             # (rows = queries k, cols = positives j): doc_to_query logits of rows j, read down the columns.
             zc = z[:, : self.Bw].clone()
@@ -457,8 +447,6 @@ class _Ctx:
             negs = torch.stack([self.C[sl] for sl in own_rows], 1)  # (rows, n, d)
             if self.sim is None:
                 h = torch.einsum("rd,rkd->rk", A_t, negs)
-                if self.ic is not None:
-                    h.mul_(iA_t[:, None] * torch.stack([self.ic[sl] for sl in own_rows], 1))
             else:
                 h = torch.cat([self.sim(A_t[i : i + 1], negs[i]) for i in range(rows)])
             if self.ch is not None and self.dup_c:
@@ -478,21 +466,21 @@ class _Ctx:
 
         # ---- query_to_query (never q_i -> q_i) ----------------------------------------------------------------
         if "query_to_query" in self.dirs:
-            zq = self._pairwise(A_t, self.Q, iA_t, self.iq)  # (rows, Bw)
+            zq = self._pairwise(A_t, self.Q)  # (rows, Bw)
             qmask, _ = self._mask_entries(zq.detach(), ah, self.qh, self.dup_q, pos_col, thr)
             self._apply_masks(zq, qmask, (ar, pos_col))
             out["parts"].append(["query_to_query", self._to_logits(zq, qmask, (ar, pos_col), None), "A", "Q"])
 
         # ---- doc_to_query with gathered embeddings (rows: local positives, cols: all queries) ----------------
         if "doc_to_query" in self.dirs and not self.shared_d2q:
-            zd = self._pairwise(P_t, self.Q, iP_t, self.iq)  # (rows, Bw)
+            zd = self._pairwise(P_t, self.Q)  # (rows, Bw)
             dmask, _ = self._mask_entries(zd.detach(), ah, self.qh, self.dup_q, pos_col, thr)
             self._apply_masks(zd, dmask, None)
             out["parts"].append(["doc_to_query", self._to_logits(zd, dmask, None, None), "P", "Q"])
 
         # ---- doc_to_doc (never d_i -> any document of query i: its positive and its hard negatives) ----------
         if "doc_to_doc" in self.dirs:
-            zdd = self._pairwise(P_t, self.C[: self.q2d_cols], iP_t, ic_cols)  # (rows, q2d_cols)
+            zdd = self._pairwise(P_t, self.C[: self.q2d_cols])  # (rows, q2d_cols)
             ddmask, _ = self._mask_entries(zdd.detach(), ph, ch_cols, self.dup_c, None, thr)
             groups = self.q2d_cols // self.Bw
             same = (
@@ -615,24 +603,21 @@ class _Ctx:
     def _finish_gradients(self, dQy: Tensor, dCy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Accumulated buffers -> gradients of the loss w.r.t. queries, candidates and scale, in place.
 
-        The buffers hold ``D_i = sum_j g_ij ix_i iy_j y_j`` summed over both sides of every logit, where
-        ``g_ij`` is d loss / d logit_ij and ``ix``/``iy`` the inverse norms (1 for dot products). With
-        ``cos_ij = ix_i iy_j x_i . y_j``, d loss / d x_i is ``scale * (D_i - ix_i**2 (x_i . D_i) x_i)`` (the
-        projection through the normalisation), and ``x_i . D_i`` summed over every row of both inputs counts
-        each ``g_ij cos_ij`` twice (once per side): half of it is d loss / d scale.
+        The buffers hold ``G_i = sum_j g_ij y_j`` summed over both sides of every logit, where ``g_ij`` is
+        d loss / d logit_ij and ``x``, ``y`` the (normalised, for cosine) embeddings of its row and column. So
+        ``x_i . G_i`` summed over every row of both inputs counts each ``g_ij sim_ij`` twice (once per side):
+        half of it is d loss / d scale. Through the normalisation ``x = u / ||u||``, d loss / d u_i is
+        ``scale * (G_i - (x_i . G_i) x_i) / ||u_i||``.
         """
         L, off = self.L, self.off
         # The positive logit's -1 (query_to_doc only), weight 1/L, on both of its sides.
-        pos = torch.full((L,), -1.0 / L, dtype=dQy.dtype, device=dQy.device)
-        if self.iA is not None:
-            pos = pos * self.iA * self.iP
-        dQy[off : off + L].addcmul_(self.P, pos[:, None])
-        dCy[off : off + L].addcmul_(self.A, pos[:, None])
+        dQy[off : off + L].sub_(self.P, alpha=1.0 / L)
+        dCy[off : off + L].sub_(self.A, alpha=1.0 / L)
         rq, rc = _row_dot(self.Q, dQy), _row_dot(self.C, dCy)  # (Bw,), (N,)
         dscale = (rq.sum() + rc.sum()) / 2
         if self.iq is not None:
-            dQy.addcmul_(self.Q, (rq * self.iq.square())[:, None], value=-1.0)
-            dCy.addcmul_(self.C, (rc * self.ic.square())[:, None], value=-1.0)
+            dQy.addcmul_(self.Q, rq[:, None], value=-1.0).mul_(self.iq[:, None])
+            dCy.addcmul_(self.C, rc[:, None], value=-1.0).mul_(self.ic[:, None])
         return dQy.mul_(self.scale), dCy.mul_(self.scale), dscale
 
     def run_autograd(self) -> tuple[Tensor, Tensor]:
@@ -694,34 +679,26 @@ class _Ctx:
         off = self.off
         X = {"A": self.A, "P": self.P}
         dX = {"A": dQy[off : off + self.L], "P": dCy[off : off + self.L]}
-        inv = {"A": self.iA, "P": self.iP}
         rows = r1 - r0
         for (_, e, x_kind, y_kind), f in zip(parts, factors, strict=True):
             # e: (rows, cols) exp(logit - shift); the gradient of the loss w.r.t. the logit is e * f, where f is
             # (rows,) in the single pass and the uniform weight when the logsumexps came from a first pass.
             f_col = f[:, None] if f is not None else None
             x_t = X[x_kind][r0:r1]
-            if inv[x_kind] is not None:  # the rows' inverse norms go into the row factor
-                ix = inv[x_kind][r0:r1, None]
-                f_col = ix * (f_col if f_col is not None else self.weight)
             if y_kind == "diag":
                 g = e * (f_col if f_col is not None else self.weight)  # (rows, n)
                 g0 = off + r0
                 for k in range(1, self.n + 1):
                     own = slice(k * self.Bw + g0, k * self.Bw + g0 + rows)
-                    g_k = g[:, k - 1 : k] if self.ic is None else g[:, k - 1 : k] * self.ic[own, None]
-                    dX[x_kind][r0:r1].addcmul_(g_k, self.C[own])
-                    dCy[own].addcmul_(g_k, x_t)
+                    dX[x_kind][r0:r1].addcmul_(g[:, k - 1 : k], self.C[own])
+                    dCy[own].addcmul_(g[:, k - 1 : k], x_t)
                 continue
             if y_kind == "Q":
-                Y, dY, iy = self.Q, dQy, self.iq
+                Y, dY = self.Q, dQy
             elif y_kind == "D0":
                 Y, dY = self.C[: self.Bw], dCy[: self.Bw]
-                iy = self.ic[: self.Bw] if self.ic is not None else None
             else:
-                Y, dY, iy = self.C, dCy, self.ic
-            if iy is not None:
-                e.mul_(iy[None, :])
+                Y, dY = self.C, dCy
             if f_col is None:
                 dX[x_kind][r0:r1].addmm_(e, Y, alpha=self.weight)
                 dY.addmm_(e.T, x_t, alpha=self.weight)
@@ -862,9 +839,9 @@ def tiled_mnr_loss(
         query_hashes: ``(B,)`` row hashes of the queries (see :func:`row_hashes`), or ``None``.
         candidate_hashes: ``(B * (1 + n),)`` row hashes of the candidates, or ``None``. With both given,
             duplicates of a row's positive (or anchor) are excluded from its negatives.
-        normalize: Score cosine similarities: each tile's dot products are divided by its rows' and columns'
-            norms (``F.normalize``'s, clamped at 1e-12), so no normalised copy of the inputs is made, and the
-            gradients flow back through the normalisation.
+        normalize: Score cosine similarities: the normalised copies (``F.normalize``'s, norms clamped at
+            1e-12) are made inside the fused function, with no autograd graph, and the gradients are projected
+            back through the normalisation there.
 
     Returns:
         ``(loss, stats)``: the scalar loss (float32, or float64 for float64 inputs) and a detached tensor of the

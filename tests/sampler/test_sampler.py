@@ -14,7 +14,7 @@ from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicates
 
 import st_mnr_plus
 from st_mnr_plus import registry
-from st_mnr_plus._sampling import Placement, encode_duplicates
+from st_mnr_plus._sampling import Placement, encode_duplicates, text_hashes
 from st_mnr_plus.sampler import NoDuplicatesSampler
 from tests.sampler._helpers import duplicated_columns, duplicates_in, row_texts
 
@@ -244,6 +244,35 @@ def test_encoding_keeps_only_duplicated_texts() -> None:
     assert (index.row_texts[:, 0] >= 0).tolist() == [True, True, False]  # x, y, z
     assert (index.row_texts[:, 1] >= 0).tolist() == [True, False, True]  # y, w, x
     assert sorted(index.neighbours(0).tolist()) == [1, 2]
+
+
+def _texts_every_length() -> list[str]:
+    # Lengths 0..40 (every word count and tail length), texts that differ only in their last byte or only by a
+    # trailing NUL, and non-ASCII text; the last ones end at the end of the data buffer.
+    texts = ["".join(chr(97 + (i * 7 + j) % 26) for j in range(n)) for i, n in enumerate(range(41))]
+    texts += [t[:-1] + "#" for t in texts if t]
+    texts += ["a", "a\x00", "a\x00\x00", "\x00", "café ☕", "cafe ☕", "x" * 17, "x" * 16]
+    return texts
+
+
+def test_text_hashes_equal_exactly_for_equal_texts() -> None:
+    texts = _texts_every_length()
+    hashes = text_hashes(pa.chunked_array([pa.array(texts)]))
+    assert hashes.dtype == np.uint64
+    assert len(set(hashes.tolist())) == len(set(texts)) == len(texts)
+    # The same texts in large_string, split into chunks, and as slices of a longer array hash the same.
+    large = pa.array(["padding", *texts, "more"], pa.large_string())
+    chunked = pa.chunked_array([large.slice(1, 10), large.slice(11, len(texts) - 10)])
+    np.testing.assert_array_equal(text_hashes(chunked), hashes)
+    # A fixed function of the bytes (little-endian words whatever the machine): batches depend on it, so the
+    # same seed must give the same batches everywhere. Changing these values changes every user's batches.
+    pinned = text_hashes(pa.chunked_array([pa.array(["", "a", "A man is playing a guitar on stage."])]))
+    assert pinned.tolist() == [16169302171742259741, 13094629235198641282, 15389560082831301245]
+
+
+def test_text_hashes_reject_non_strings() -> None:
+    with pytest.raises(ValueError, match="string or large_string column, got int64"):
+        text_hashes(pa.chunked_array([pa.array([1, 2])]))
 
 
 # --- Distributed layout without processes (the gloo test lives in test_distributed.py) --------------------------
