@@ -4,7 +4,8 @@ Two parts, both free of per-row Python work on the common path:
 
 * :func:`encode_duplicates` turns the text columns of an Arrow table into a :class:`DuplicateIndex`: every text
   is hashed once to 64 bits straight from the Arrow buffers (:func:`text_hashes`, one thread per column), the
-  hashes are dictionary-encoded, and only texts that occur in two or more rows are kept, as dense ``int32`` ids.
+  hashes that can repeat (sharing a bucket) are sorted into codes, and only texts that occur in two or more rows
+  are kept, as dense ``int32`` ids.
   Texts that occur in one row can never cause a duplicate, so they cost nothing later. Equal texts always get
   equal hashes, so no duplicate can slip through; a collision (about one in 10**7 for 2M texts) could only keep
   two different texts out of the same batch.
@@ -145,28 +146,40 @@ def _hash_string_chunk(chunk: pa.Array) -> np.ndarray:
     starts = offsets[:-1]
     lengths = offsets[1:] - starts
     hashes = lengths.astype(np.uint64) * _K1 ^ _K3  # the length is part of the hash
-    active = np.arange(len(starts))  # texts with bytes left at word position k
-    k = 0
+
+    def word_at(pos: np.ndarray) -> np.ndarray:
+        inside = pos <= size - 8
+        if inside.all():
+            return words[pos]
+        w = np.empty(len(pos), dtype="<u8")
+        w[inside] = words[pos[inside]]
+        w[~inside] = tail_words[pos[~inside] - tail_start]
+        return w
+
+    def mix(h: np.ndarray, w: np.ndarray) -> None:
+        h ^= w
+        h *= _K2
+        h ^= h >> np.uint64(31)
+
     with np.errstate(over="ignore"):
+        # Word positions every text fills completely: all texts at once, no selection, and never past the
+        # buffer's end (each such word lies inside its own text).
+        full_words = int(lengths.min()) // 8 if len(lengths) else 0
+        for k in range(full_words):
+            mix(hashes, words[starts + 8 * k])
+        # Then the texts that still have bytes left at word position k (the last word of each one masked).
+        active = np.flatnonzero(lengths > 8 * full_words)
+        k = full_words
         while len(active):
             pos = starts[active] + 8 * k
             remaining = lengths[active] - 8 * k
-            inside = pos <= size - 8
-            if inside.all():
-                w = words[pos]
-            else:
-                w = np.empty(len(pos), dtype="<u8")
-                w[inside] = words[pos[inside]]
-                w[~inside] = tail_words[pos[~inside] - tail_start]
+            w = word_at(pos)
             partial = remaining < 8
             if partial.any():
                 w[partial] &= (np.uint64(1) << (remaining[partial] * 8).astype(np.uint64)) - np.uint64(1)
-            h = hashes[active] if k else hashes
-            h ^= w
-            h *= _K2
-            h ^= h >> np.uint64(31)
-            if k:
-                hashes[active] = h
+            h = hashes[active]
+            mix(h, w)
+            hashes[active] = h
             active = active[remaining > 8]
             k += 1
         # splitmix64's finaliser.
@@ -216,30 +229,38 @@ def encode_duplicates(table: pa.Table, columns: Sequence[str], normalize: bool =
     else:
         hashes = text_hashes(texts[0])
     del texts
-    encoded = pa.array(hashes).dictionary_encode()
+    # Only hashes that share a bucket with another entry can repeat: the other entries are texts of one entry
+    # and get code -1 at once; the candidates get exact codes from a sort. Two rounds of buckets (the top bits,
+    # then the next ones among the first round's candidates) leave little more than the true repeats to sort.
+    total = len(hashes)
+    bits = max(10, min(23, total.bit_length() + 1))  # about 2-4 buckets per entry, at most 64 MiB of counts
+    bucket = (hashes >> np.uint64(64 - bits)).astype(np.intp)
+    candidates = np.flatnonzero(np.bincount(bucket, minlength=1 << bits)[bucket] > 1)
+    bucket = ((hashes[candidates] >> np.uint64(64 - 2 * bits)) & np.uint64((1 << bits) - 1)).astype(np.intp)
+    candidates = candidates[np.bincount(bucket, minlength=1 << bits)[bucket] > 1]
+    del bucket
+    # From here on only the candidate entries (flat index = column * num_rows + row) are touched.
+    codes = np.unique(hashes[candidates], return_inverse=True)[1].astype(np.int64)
     del hashes
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    num_distinct = len(encoded.dictionary)
-    del encoded
-    # (num_rows, num_columns), a strided view of the column-major codes.
-    codes = codes.astype(np.int32, copy=False).reshape(num_columns, num_rows).T
-    # A text repeated inside one row is one text of that row (sentence-transformers compares value sets per row).
-    keep = np.ones((num_rows, num_columns), dtype=bool)
-    for j in range(1, num_columns):
-        for i in range(j):
-            keep[:, j] &= codes[:, j] != codes[:, i]
-    counts = np.bincount(codes[keep], minlength=num_distinct)
+    rows = candidates % num_rows
+    cols = candidates // num_rows
+    # A text repeated inside one row is one text of that row (sentence-transformers compares value sets per row):
+    # keep each (text, row) once, at its first column (candidates are in column-major order).
+    keep = np.zeros(len(candidates), dtype=bool)
+    keep[np.unique(codes * num_rows + rows, return_index=True)[1]] = True
+    codes, rows, cols = codes[keep], rows[keep], cols[keep]
+    counts = np.bincount(codes)
     duplicated = counts > 1
-    # Dense ids 0..num_texts-1 for duplicated texts, -1 for the rest.
-    remap = np.full(num_distinct, -1, dtype=np.int32)
+    # Dense ids 0..num_texts-1 for the texts held by two or more rows, in the order of their codes.
+    remap = np.full(len(counts), -1, dtype=np.int32)
     remap[duplicated] = np.arange(int(duplicated.sum()), dtype=np.int32)
-    row_texts = np.where(keep, remap[codes], -1).astype(np.int32)
-    del codes, keep, remap
+    ids = remap[codes]
+    held = ids >= 0
+    ids, rows, cols = ids[held], rows[held], cols[held]
+    row_texts = np.full((num_rows, num_columns), -1, dtype=np.int32)
+    row_texts[rows, cols] = ids
     text_counts = counts[duplicated].astype(np.int64)
-    rows, cols = np.nonzero(row_texts >= 0)
-    texts_of_entries = row_texts[rows, cols]
-    order = np.argsort(texts_of_entries, kind="stable")
-    text_rows = rows[order].astype(np.int32)
+    text_rows = rows[np.lexsort((rows, ids))].astype(np.int32)  # grouped by text, rows ascending
     text_ptr = np.zeros(len(text_counts) + 1, dtype=np.int64)
     np.cumsum(text_counts, out=text_ptr[1:])
     return DuplicateIndex(num_rows, row_texts, text_ptr, text_rows, text_counts)
