@@ -221,7 +221,7 @@ def encode_duplicates(table: pa.Table, columns: Sequence[str], normalize: bool =
             num_rows, np.full((num_rows, 0), -1, np.int32), np.zeros(1, np.int64), empty, np.empty(0, np.int64)
         )
     texts = [text_column(table, name, normalize) for name in columns]
-    # One hash per text, then one dictionary over every column: a text in `anchor` of one row equals the same
+    # One hash per text, then one set of codes over every column: a text in `anchor` of one row equals the same
     # text in `positive` of another. NumPy releases the GIL, so the columns hash in parallel.
     if num_columns > 1:
         with ThreadPoolExecutor(max_workers=min(num_columns, os.cpu_count() or 1)) as pool:
@@ -230,7 +230,7 @@ def encode_duplicates(table: pa.Table, columns: Sequence[str], normalize: bool =
         hashes = text_hashes(texts[0])
     del texts
     # Only hashes that share a bucket with another entry can repeat: the other entries are texts of one entry
-    # and get code -1 at once; the candidates get exact codes from a sort. Two rounds of buckets (the top bits,
+    # and are dropped at once; the candidates get exact codes from a sort. Two rounds of buckets (the top bits,
     # then the next ones among the first round's candidates) leave little more than the true repeats to sort.
     total = len(hashes)
     bits = max(10, min(23, total.bit_length() + 1))  # about 2-4 buckets per entry, at most 64 MiB of counts

@@ -683,10 +683,10 @@ class _Ctx:
         for (_, e, x_kind, y_kind), f in zip(parts, factors, strict=True):
             # e: (rows, cols) exp(logit - shift); the gradient of the loss w.r.t. the logit is e * f, where f is
             # (rows,) in the single pass and the uniform weight when the logsumexps came from a first pass.
-            f_col = f[:, None] if f is not None else None
+            f_col = f[:, None] if f is not None else self.weight
             x_t = X[x_kind][r0:r1]
             if y_kind == "diag":
-                g = e * (f_col if f_col is not None else self.weight)  # (rows, n)
+                g = e * f_col  # (rows, n)
                 g0 = off + r0
                 for k in range(1, self.n + 1):
                     own = slice(k * self.Bw + g0, k * self.Bw + g0 + rows)
@@ -699,7 +699,7 @@ class _Ctx:
                 Y, dY = self.C[: self.Bw], dCy[: self.Bw]
             else:
                 Y, dY = self.C, dCy
-            if f_col is None:
+            if f is None:
                 dX[x_kind][r0:r1].addmm_(e, Y, alpha=self.weight)
                 dY.addmm_(e.T, x_t, alpha=self.weight)
             else:
