@@ -3,9 +3,9 @@
 Two parts, both free of per-row Python work on the common path:
 
 * :func:`encode_duplicates` turns the text columns of an Arrow table into a :class:`DuplicateIndex`: every text
-  is hashed once to 64 bits straight from the Arrow buffers (:func:`text_hashes`, one thread per column), the
-  hashes that can repeat (sharing a bucket) are sorted into codes, and only texts that occur in two or more rows
-  are kept, as dense ``int32`` ids.
+  is hashed once to 64 bits straight from the Arrow buffers (:func:`text_hashes`, in slices across threads),
+  the hashes that can repeat (sharing a bucket in every round of bucketing) are sorted into codes, and only texts
+  that occur in two or more rows are kept, as dense ``int32`` ids.
   Texts that occur in one row can never cause a duplicate, so they cost nothing later. Equal texts always get
   equal hashes, so no duplicate can slip through; a collision (about one in 10**7 for 2M texts) could only keep
   two different texts out of the same batch.
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 # Random holes, then random slots, probed before a row counts one failed repair attempt.
 _HOLE_PROBES = 8
+_HASH_BLOCK = 1 << 17
 _SLOT_PROBES = 16
 
 
@@ -126,62 +127,76 @@ _K3 = np.uint64(0x94D049BB133111EB)
 def _hash_string_chunk(chunk: pa.Array) -> np.ndarray:
     """``(len(chunk),)`` ``uint64`` hashes of a string/large_string array, from its offsets and data buffers.
 
-    Each text is read as little-endian 8-byte words (the last one masked to the text's remaining bytes) through
-    an unaligned, byte-strided view of the data buffer, so the work is a handful of vectorised passes per word
-    position, over the texts that are still that long.
+    A text of ``n >= 8`` bytes is read as ``ceil(n / 8)`` little-endian 8-byte words, at byte offsets 0, 8, 16,
+    ... and the last one at ``n - 8`` (overlapping the word before it rather than masked), so every word lies
+    inside its own text. A shorter text is one word, zero-padded. Each word goes through a multiply-xorshift
+    round, the length included, then splitmix64's finaliser. Words are read through an unaligned, byte-strided
+    view of the data buffer: a handful of vectorised passes per word position, over all texts at once while
+    they are all that long.
     """
     _, offsets_buffer, data_buffer = chunk.buffers()
     offset_type = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
     offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[chunk.offset : chunk.offset + len(chunk) + 1]
     offsets = offsets.astype(np.int64)
     data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-    size = len(data)
-    # words[i]: the 8 bytes starting at byte i (no copy). The last 7 start positions would read past the
-    # buffer, so those words come from a zero-padded copy of its tail.
-    words = np.ndarray((max(size - 7, 0),), dtype="<u8", buffer=data, strides=(1,))
-    tail_start = max(size - 8, 0)
-    tail = np.zeros(16, dtype=np.uint8)
-    tail[: size - tail_start] = data[tail_start:]
-    tail_words = np.ndarray((9,), dtype="<u8", buffer=tail, strides=(1,))
+    words = np.ndarray((max(len(data) - 7, 0),), dtype="<u8", buffer=data, strides=(1,))  # words[i]: bytes i..i+7
     starts = offsets[:-1]
     lengths = offsets[1:] - starts
-    hashes = lengths.astype(np.uint64) * _K1 ^ _K3  # the length is part of the hash
+    hashes = lengths.astype(np.uint64) * _K1 ^ _K3
 
-    def word_at(pos: np.ndarray) -> np.ndarray:
-        inside = pos <= size - 8
-        if inside.all():
-            return words[pos]
-        w = np.empty(len(pos), dtype="<u8")
-        w[inside] = words[pos[inside]]
-        w[~inside] = tail_words[pos[~inside] - tail_start]
-        return w
+    shifted = np.empty_like(hashes)
 
-    def mix(h: np.ndarray, w: np.ndarray) -> None:
+    def mix(h: np.ndarray, w: np.ndarray) -> np.ndarray:
         h ^= w
         h *= _K2
-        h ^= h >> np.uint64(31)
+        h ^= np.right_shift(h, np.uint64(31), out=shifted[: len(h)])
+        return h
 
     with np.errstate(over="ignore"):
-        # Word positions every text fills completely: all texts at once, no selection, and never past the
-        # buffer's end (each such word lies inside its own text).
-        full_words = int(lengths.min()) // 8 if len(lengths) else 0
-        for k in range(full_words):
-            mix(hashes, words[starts + 8 * k])
-        # Then the texts that still have bytes left at word position k (the last word of each one masked).
-        active = np.flatnonzero(lengths > 8 * full_words)
-        k = full_words
-        while len(active):
-            pos = starts[active] + 8 * k
-            remaining = lengths[active] - 8 * k
-            w = word_at(pos)
-            partial = remaining < 8
-            if partial.any():
-                w[partial] &= (np.uint64(1) << (remaining[partial] * 8).astype(np.uint64)) - np.uint64(1)
-            h = hashes[active]
-            mix(h, w)
-            hashes[active] = h
-            active = active[remaining > 8]
-            k += 1
+        # Under 8 bytes: one zero-padded word (copied out: its 8 bytes could run past the buffer's end).
+        short = np.flatnonzero((lengths > 0) & (lengths < 8))
+        if len(short):
+            padded = np.zeros((len(short), 8), dtype=np.uint8)
+            inside = np.arange(8) < lengths[short, None]
+            padded[inside] = data[(starts[short, None] + np.arange(8))[inside]]
+            hashes[short] = mix(hashes[short], padded.view("<u8").ravel())
+        # 8 bytes or more: word k at min(start + 8k, end - 8) while k < ceil(length / 8). `h` holds the hashes
+        # of the texts still being read (`rows` of them, or all of `hashes`, in place, while rows is None).
+        # Until the shortest text's last word, every text reads a whole word at start + 8k: no clamp, no check.
+        # After that, texts whose words are done keep their hash (a masked update), and when fewer than half are
+        # still reading, the finished ones are written back and dropped.
+        rows = None if bool((lengths >= 8).all()) else np.flatnonzero(lengths >= 8)
+        h = hashes if rows is None else hashes[rows]
+        if len(h):
+            first = starts if rows is None else starts[rows]
+            last = offsets[1:] - 8 if rows is None else offsets[1:][rows] - 8
+            num_words = (last - first + 15) // 8
+            shortest = int(num_words.min())
+            pos = np.empty_like(first)
+            for k in range(shortest - 1):
+                mix(h, words[np.add(first, 8 * k, out=pos)])
+            k = shortest - 1
+            while len(h):
+                reading = None if k < shortest else num_words > k
+                count = len(h) if reading is None else int(np.count_nonzero(reading))
+                if count == 0:
+                    break
+                if 2 * count < len(h):
+                    if rows is None:
+                        rows = np.flatnonzero(reading)
+                    else:
+                        hashes[rows] = h
+                        rows = rows[reading]
+                    h, first, last, num_words = hashes[rows], first[reading], last[reading], num_words[reading]
+                    pos = np.empty_like(first)
+                w = words[np.minimum(np.add(first, 8 * k, out=pos), last, out=pos)]
+                if count == len(h):
+                    mix(h, w)
+                else:
+                    np.copyto(h, mix(h.copy(), w), where=reading)
+                k += 1
+            if rows is not None:
+                hashes[rows] = h
         # splitmix64's finaliser.
         hashes ^= hashes >> np.uint64(30)
         hashes *= _K2
@@ -191,15 +206,47 @@ def _hash_string_chunk(chunk: pa.Array) -> np.ndarray:
     return hashes
 
 
-def text_hashes(column: pa.ChunkedArray) -> np.ndarray:
+def text_hashes(column: pa.ChunkedArray, threads: int | None = None) -> np.ndarray:
     """``(len(column),)`` ``uint64`` 64-bit hashes of a string or large_string column: equal texts, equal hashes.
 
     The hash depends only on the UTF-8 bytes (and so on no chunking, offset type or machine).
+
+    Args:
+        column: The texts.
+        threads: Threads to hash with (default: the cores this process may use).
     """
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise ValueError(f"text_hashes needs a string or large_string column, got {column.type}")
-    parts = [_hash_string_chunk(chunk) for chunk in column.chunks if len(chunk)]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+    return _hash_chunks(column.chunks, threads)
+
+
+def _hash_chunks(chunks: Sequence[pa.Array], threads: int | None = None) -> np.ndarray:
+    """The hashes of the texts of ``chunks`` (string or large_string arrays), concatenated in order.
+
+    The chunks are cut into blocks of ``_HASH_BLOCK`` texts, small enough for a block's working arrays to stay
+    in cache, and the blocks are hashed by a pool of threads (NumPy releases the GIL in its passes).
+    """
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    blocks = [chunk.slice(start, _HASH_BLOCK) for chunk in chunks for start in range(0, len(chunk), _HASH_BLOCK)]
+    ends = np.cumsum([len(block) for block in blocks], dtype=np.int64)
+    hashes = np.empty(int(ends[-1]) if len(blocks) else 0, dtype=np.uint64)
+
+    def hash_block(i: int) -> None:
+        hashes[ends[i] - len(blocks[i]) : ends[i]] = _hash_string_chunk(blocks[i])
+
+    if threads > 1 and len(blocks) > 1:
+        with ThreadPoolExecutor(max_workers=min(threads, len(blocks))) as pool:
+            list(pool.map(hash_block, range(len(blocks))))
+    else:
+        for i in range(len(blocks)):
+            hash_block(i)
+    return hashes
+
+
+def _bucket_bits(entries: int) -> int:
+    """Bits of a bucket id for ``entries`` hashes: about 2-4 buckets per entry, at most 2**23 buckets (64 MiB)."""
+    return max(10, min(23, entries.bit_length() + 1))
 
 
 def encode_duplicates(table: pa.Table, columns: Sequence[str], normalize: bool = False) -> DuplicateIndex:
@@ -222,33 +269,42 @@ def encode_duplicates(table: pa.Table, columns: Sequence[str], normalize: bool =
         )
     texts = [text_column(table, name, normalize) for name in columns]
     # One hash per text, then one set of codes over every column: a text in `anchor` of one row equals the same
-    # text in `positive` of another. NumPy releases the GIL, so the columns hash in parallel.
-    if num_columns > 1:
-        with ThreadPoolExecutor(max_workers=min(num_columns, os.cpu_count() or 1)) as pool:
-            hashes = np.concatenate(list(pool.map(text_hashes, texts)))
-    else:
-        hashes = text_hashes(texts[0])
+    # text in `positive` of another.
+    hashes = _hash_chunks([chunk for column in texts for chunk in column.chunks])
     del texts
     # Only hashes that share a bucket with another entry can repeat: the other entries are texts of one entry
-    # and are dropped at once; the candidates get exact codes from a sort. Two rounds of buckets (the top bits,
-    # then the next ones among the first round's candidates) leave little more than the true repeats to sort.
-    total = len(hashes)
-    bits = max(10, min(23, total.bit_length() + 1))  # about 2-4 buckets per entry, at most 64 MiB of counts
-    bucket = (hashes >> np.uint64(64 - bits)).astype(np.intp)
-    candidates = np.flatnonzero(np.bincount(bucket, minlength=1 << bits)[bucket] > 1)
-    bucket = ((hashes[candidates] >> np.uint64(64 - 2 * bits)) & np.uint64((1 << bits) - 1)).astype(np.intp)
-    candidates = candidates[np.bincount(bucket, minlength=1 << bits)[bucket] > 1]
+    # and are dropped at once; the candidates get exact codes from a sort. Each round buckets the candidates left
+    # by a different part of their hash (the top bits, then the top bits of the hash times an odd constant) until
+    # a round drops few of them, which leaves little more than the true repeats to sort. A bucket's "shared" flag
+    # is read from a bool table (a few MiB, cache-friendly) rather than from the counts.
+    bits = _bucket_bits(len(hashes))
+    bucket = (hashes >> np.uint64(64 - bits)).view(np.int64)  # < 2**23: the same values, no copy
+    candidates = np.flatnonzero((np.bincount(bucket, minlength=1 << bits) > 1)[bucket])
     del bucket
+    candidate_hashes = hashes[candidates]
+    for multiplier in (_K1, _K2, _K3):
+        bits = _bucket_bits(len(candidates))
+        with np.errstate(over="ignore"):
+            bucket = candidate_hashes * multiplier
+        bucket >>= np.uint64(64 - bits)
+        bucket = bucket.view(np.int64)
+        shared = (np.bincount(bucket, minlength=1 << bits) > 1)[bucket]
+        before = len(candidates)
+        candidates, candidate_hashes = candidates[shared], candidate_hashes[shared]
+        if len(candidates) > 0.9 * before:
+            break
     # From here on only the candidate entries (flat index = column * num_rows + row) are touched.
-    codes = np.unique(hashes[candidates], return_inverse=True)[1].astype(np.int64)
-    del hashes
     rows = candidates % num_rows
     cols = candidates // num_rows
     # A text repeated inside one row is one text of that row (sentence-transformers compares value sets per row):
-    # keep each (text, row) once, at its first column (candidates are in column-major order).
-    keep = np.zeros(len(candidates), dtype=bool)
-    keep[np.unique(codes * num_rows + rows, return_index=True)[1]] = True
-    codes, rows, cols = codes[keep], rows[keep], cols[keep]
+    # keep each (text, row) once, at its first column.
+    keep = np.ones(len(candidates), dtype=bool)
+    for earlier in range(num_columns - 1):
+        later = np.flatnonzero(cols > earlier)
+        keep[later] &= hashes[earlier * num_rows + rows[later]] != candidate_hashes[later]
+    del hashes
+    codes = np.unique(candidate_hashes[keep], return_inverse=True)[1]
+    rows, cols = rows[keep], cols[keep]
     counts = np.bincount(codes)
     duplicated = counts > 1
     # Dense ids 0..num_texts-1 for the texts held by two or more rows, in the order of their codes.
@@ -260,7 +316,7 @@ def encode_duplicates(table: pa.Table, columns: Sequence[str], normalize: bool =
     row_texts = np.full((num_rows, num_columns), -1, dtype=np.int32)
     row_texts[rows, cols] = ids
     text_counts = counts[duplicated].astype(np.int64)
-    text_rows = rows[np.lexsort((rows, ids))].astype(np.int32)  # grouped by text, rows ascending
+    text_rows = rows[np.argsort(ids.astype(np.int64) * num_rows + rows)].astype(np.int32)  # by text, then row
     text_ptr = np.zeros(len(text_counts) + 1, dtype=np.int64)
     np.cumsum(text_counts, out=text_ptr[1:])
     return DuplicateIndex(num_rows, row_texts, text_ptr, text_rows, text_counts)
@@ -320,14 +376,11 @@ def place_rows(
         ``slots`` is not a valid layout.
     """
     num_placed = len(rows)
-    slots = rng.permutation(rows).astype(np.int64)
+    slots = rng.permutation(rows).astype(np.int64, copy=False)
     if num_placed == 0 or index.num_texts == 0:
         return Placement(slots, batch_size, np.empty(0, dtype=np.int64))
     batch_of = np.full(index.num_rows, -1, dtype=np.int32)
-    position = np.arange(num_placed, dtype=np.int64)
-    batch_of[slots] = (position // batch_size).astype(np.int32)
-    pos_of = np.full(index.num_rows, -1, dtype=np.int64)
-    pos_of[slots] = position
+    batch_of[slots] = np.arange(num_placed, dtype=np.int32) // np.int32(batch_size)
 
     # Collisions: (batch, text) pairs held by more than one row. All but one row of each pair leave their slot.
     entry_batch = batch_of[index.text_rows].astype(np.int64)
@@ -342,7 +395,9 @@ def place_rows(
         return Placement(slots, batch_size, np.empty(0, dtype=np.int64))
 
     num_batches = -(-num_placed // batch_size)
-    holes: list[int] = pos_of[evicted].tolist()
+    is_evicted = np.zeros(index.num_rows, dtype=bool)
+    is_evicted[evicted] = True
+    holes: list[int] = np.flatnonzero(is_evicted[slots]).tolist()
     hole_at: dict[int, int] = {slot: i for i, slot in enumerate(holes)}
     slots[holes] = -1
     batch_of[evicted] = -1

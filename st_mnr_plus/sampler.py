@@ -36,10 +36,12 @@ class NoDuplicatesSampler(DefaultBatchSampler):
     sampler keeps any two rows of a batch from sharing a text, across all input columns (label columns and
     ``dataset_name`` excluded; a text repeated inside one row is allowed, as there). Unlike it:
 
-    * **Speed**: every text is dictionary-encoded once, vectorised over the Arrow columns (exact: no hash
-      collisions), and only texts held by two or more rows are kept, as ``int32`` ids (4 bytes per text). Each
-      epoch is a random permutation cut into batches; the few rows that collide are found with one sort and put
-      back by a short repair loop whose work is proportional to the collisions, not to the dataset.
+    * **Speed**: every text is hashed once to 64 bits, vectorised over the Arrow buffers, and only texts held by
+      two or more rows are kept, as ``int32`` ids (4 bytes per text). Equal texts always hash equal, so no
+      duplicate can slip through; a hash collision (about one in 10**7 for 2M texts) could only keep two
+      different texts apart. Each epoch is a random permutation cut into batches; the few rows that collide are
+      found with one sort and put back by a short repair loop whose work is proportional to the collisions, not
+      to the dataset. Epoch 0's layout is drawn at construction (which needs a valid layout anyway) and reused.
     * **Exact length**: which rows can be placed is decided once, at construction, so ``len(sampler)`` is the
       number of batches every epoch yields, and every placeable row appears exactly once per epoch. Nothing is
       ever repeated to pad an epoch.
@@ -140,14 +142,15 @@ class NoDuplicatesSampler(DefaultBatchSampler):
         rng = np.random.default_rng([self.seed, _CONSTRUCTION_STREAM])
         all_rows = np.arange(num_rows, dtype=np.int64)
         skipped = skip_overfull_texts(self._index, all_rows, self.global_batch_size, rng)
-        placeable = np.setdiff1d(all_rows, skipped, assume_unique=True)
+        placeable = np.setdiff1d(all_rows, skipped, assume_unique=True) if len(skipped) else all_rows
         # A layout that is valid for the placeable rows: the fallback of an epoch whose own repair runs out of budget.
-        while True:
-            placement = place_rows(self._index, placeable, self.global_batch_size, rng)
-            if placement.ok:
-                break
+        # The first try is epoch 0's own layout (what __iter__ would draw for it), kept so that epoch 0 reuses it.
+        placement = place_rows(self._index, placeable, self.global_batch_size, self._epoch_rng(0))
+        self._epoch_zero: np.ndarray | None = placement.slots if placement.ok else None
+        while not placement.ok:
             skipped = np.union1d(skipped, placement.unplaced)
             placeable = np.setdiff1d(placeable, placement.unplaced, assume_unique=True)
+            placement = place_rows(self._index, placeable, self.global_batch_size, rng)
         self._fallback = placement.slots
         self._placeable = placeable
         self.skipped_indices: np.ndarray = skipped
@@ -197,9 +200,12 @@ class NoDuplicatesSampler(DefaultBatchSampler):
         return self._num_global_batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng(self.seed + self.epoch)
-        placement = place_rows(self._index, self._placeable, self.global_batch_size, rng)
-        slots = placement.slots if placement.ok else self._shuffled_fallback(rng)
+        if self.epoch == 0 and self._epoch_zero is not None:
+            slots = self._epoch_zero  # drawn at construction from this epoch's own stream
+        else:
+            rng = self._epoch_rng(self.epoch)
+            placement = place_rows(self._index, self._placeable, self.global_batch_size, rng)
+            slots = placement.slots if placement.ok else self._shuffled_fallback(rng)
         size, per_rank = self.global_batch_size, self.batch_size
         ranks = [self.rank] if self.shard else range(self.num_replicas)
         for g in range(self._num_global_batches):
@@ -209,6 +215,10 @@ class NoDuplicatesSampler(DefaultBatchSampler):
                 continue
             for r in ranks:
                 yield global_batch[r * per_rank : (r + 1) * per_rank].tolist()
+
+    def _epoch_rng(self, epoch: int) -> np.random.Generator:
+        """The random stream of ``epoch``'s layout: PCG64 seeded with ``seed + epoch``."""
+        return np.random.default_rng(self.seed + epoch)
 
     def _shuffled_fallback(self, rng: np.random.Generator) -> np.ndarray:
         """The construction-time layout with its full batches, and the rows inside every batch, reshuffled."""

@@ -195,6 +195,7 @@ def test_epochs_follow_seed_plus_epoch() -> None:
     data = duplicated_columns(50, 2, 40, seed=9)
     shifted = NoDuplicatesSampler(data, 4, False, seed=10)
     shifted.set_epoch(2)
+    # Epoch 2 is drawn by __iter__; the other sampler's epoch 0 is the layout drawn at its construction.
     assert list(shifted) == list(NoDuplicatesSampler(data, 4, False, seed=12))
 
 
@@ -209,7 +210,7 @@ def test_exhausted_repair_falls_back_to_a_valid_reshuffled_layout(monkeypatch: p
 
     monkeypatch.setattr("st_mnr_plus.sampler.place_rows", exhausted)
     epochs = []
-    for epoch in range(2):
+    for epoch in (1, 2):  # epoch 0 reuses the layout drawn at construction
         sampler.set_epoch(epoch)
         batches = list(sampler)
         assert len(batches) == len(sampler)
@@ -255,11 +256,41 @@ def _texts_every_length() -> list[str]:
     return texts
 
 
+def _reference_hash(text: str) -> int:
+    """The hash of one text, in plain Python integers: the specification ``text_hashes`` vectorises.
+
+    Words are little-endian 8-byte reads at byte offsets 0, 8, 16, ... of the UTF-8 text, the last one at
+    ``len - 8`` (overlapping); a text under 8 bytes is one zero-padded word. splitmix64's constants.
+    """
+    k1, k2, k3, mask = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 2**64 - 1
+    data = text.encode()
+    n = len(data)
+
+    def mix(h: int, word: bytes) -> int:
+        h = (h ^ int.from_bytes(word, "little")) * k2 & mask
+        return h ^ (h >> 31)
+
+    h = (n * k1 & mask) ^ k3
+    if 0 < n < 8:
+        h = mix(h, data.ljust(8, b"\0"))
+    elif n >= 8:
+        for k in range(-(-n // 8)):
+            start = min(8 * k, n - 8)
+            h = mix(h, data[start : start + 8])
+    h ^= h >> 30
+    h = h * k2 & mask
+    h ^= h >> 27
+    h = h * k3 & mask
+    return h ^ (h >> 31)
+
+
 def test_text_hashes_equal_exactly_for_equal_texts() -> None:
     texts = _texts_every_length()
     hashes = text_hashes(pa.chunked_array([pa.array(texts)]))
     assert hashes.dtype == np.uint64
     assert len(set(hashes.tolist())) == len(set(texts)) == len(texts)
+    # The vectorised passes (all texts at once, masked updates, dropping finished texts) meet the plain definition.
+    assert hashes.tolist() == [_reference_hash(text) for text in texts]
     # The same texts in large_string, split into chunks, and as slices of a longer array hash the same.
     large = pa.array(["padding", *texts, "more"], pa.large_string())
     chunked = pa.chunked_array([large.slice(1, 10), large.slice(11, len(texts) - 10)])
@@ -267,7 +298,18 @@ def test_text_hashes_equal_exactly_for_equal_texts() -> None:
     # A fixed function of the bytes (little-endian words whatever the machine): batches depend on it, so the
     # same seed must give the same batches everywhere. Changing these values changes every user's batches.
     pinned = text_hashes(pa.chunked_array([pa.array(["", "a", "A man is playing a guitar on stage."])]))
-    assert pinned.tolist() == [2902805962516761537, 13094629235198641282, 15389560082831301245]
+    assert pinned.tolist() == [2902805962516761537, 13094629235198641282, 7570576841838521367]
+
+
+def test_text_hashes_same_on_any_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Blocks of 1,000 texts: chunks cut mid-way, and a last short block, hashed by 1 or 3 threads.
+    monkeypatch.setattr("st_mnr_plus._sampling._HASH_BLOCK", 1000)
+    rng = np.random.default_rng(0)
+    texts = ["x" * int(n) + str(i) for i, n in enumerate(rng.integers(0, 100, size=5500))]
+    column = pa.chunked_array([pa.array(texts[:2500]), pa.array(texts[2500:])])
+    one = text_hashes(column, threads=1)
+    np.testing.assert_array_equal(text_hashes(column, threads=3), one)
+    assert one.tolist() == [_reference_hash(text) for text in texts]
 
 
 def test_text_hashes_reject_non_strings() -> None:
