@@ -340,8 +340,11 @@ def run_recipe(config: RecipeConfig) -> dict[str, Any]:
         "config": dataclasses.asdict(config),
     }
     if config.dry_run:
-        # Constructing the sampler validates the data against it (e.g. too few distinct texts for a batch).
-        sampler_cls(train_dataset, batch_size=config.batch_size, drop_last=True, valid_label_columns=[], seed=0)
+        # Constructing the sampler validates the data against it (e.g. too few distinct texts for a batch), with
+        # the arguments the trainer gives it below (dataloader_drop_last's default, the run's seed).
+        sampler_cls(
+            train_dataset, batch_size=config.batch_size, drop_last=False, valid_label_columns=[], seed=config.seed
+        )
         summary["dry_run"] = True
         return summary
 

@@ -128,6 +128,32 @@ def test_dry_run_builds_and_validates_without_training(tmp_path, tiny_model_dir)
     assert not out_dir.exists()
 
 
+def test_dry_run_builds_the_sampler_as_the_trainer_will(monkeypatch, tmp_path, tiny_model_dir):
+    # The trainer passes drop_last=args.dataloader_drop_last (False by default) and seed=args.seed: the dry run's
+    # validation must see the same layout.
+    from st_mnr_plus import registry
+    from st_mnr_plus.recipe import run_recipe
+    from st_mnr_plus.sampler import NoDuplicatesSampler
+
+    built = []
+
+    class Recording(NoDuplicatesSampler):
+        def __init__(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
+            super().__init__(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
+            built.append((batch_size, drop_last, seed))
+
+    real_get = registry.get
+    monkeypatch.setattr(
+        registry, "get", lambda kind, name: Recording if kind == "batch_sampler" else real_get(kind, name)
+    )
+    config = RecipeConfig(
+        model=str(tiny_model_dir), output_dir=str(tmp_path / "out"), dry_run=True, seed=7, max_rows=64, batch_size=16
+    )
+    summary = run_recipe(config)
+    assert summary["dry_run"] is True
+    assert built == [(16, False, 7)]
+
+
 def test_train_end_to_end_saves_a_loadable_model_whose_scores_match(tmp_path, tiny_model_dir):
     from sentence_transformers import SentenceTransformer
 
