@@ -265,8 +265,9 @@ class ThroughputCallback(_LogCallback):
     passes it (one feature dict per column): the rows of the first column are the samples, and the sums of the
     columns' ``attention_mask`` are the tokens. Without ``loss`` the samples are counted as
     ``per_device_train_batch_size * gradient_accumulation_steps * world_size`` per optimizer step (the trainer's own
-    convention; the last batch of an epoch may be smaller) and tokens are not reported. Forwards of the eval loss
-    are not counted. The time is that of the training steps plus the data loading between them; evaluation,
+    convention; the last batch of an epoch may be smaller) and tokens are not reported. So under DDP the figures
+    with ``loss`` are this process's own (multiply by the world size for all processes), those without it are
+    for all processes together. Forwards of the eval loss are not counted. The time is that of the training steps plus the data loading between them; evaluation,
     checkpoint saving and logging are left out.
 
     Args:
