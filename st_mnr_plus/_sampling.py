@@ -18,7 +18,6 @@ Two parts, both free of per-row Python work on the common path:
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,8 @@ def text_hashes(column: pa.ChunkedArray, threads: int | None = None) -> np.ndarr
 
     Args:
         column: The texts.
-        threads: Threads to hash with (default: the cores this process may use).
+        threads: Threads to hash with (default: ``torch.get_num_threads()``, which follows ``OMP_NUM_THREADS``,
+            as torchrun sets it for each process, and ``torch.set_num_threads``).
     """
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise ValueError(f"text_hashes needs a string or large_string column, got {column.type}")
@@ -227,7 +228,7 @@ def _hash_chunks(chunks: Sequence[pa.Array], threads: int | None = None) -> np.n
     in cache, and the blocks are hashed by a pool of threads (NumPy releases the GIL in its passes).
     """
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = torch.get_num_threads()
     blocks = [chunk.slice(start, _HASH_BLOCK) for chunk in chunks for start in range(0, len(chunk), _HASH_BLOCK)]
     ends = np.cumsum([len(block) for block in blocks], dtype=np.int64)
     hashes = np.empty(int(ends[-1]) if len(blocks) else 0, dtype=np.uint64)

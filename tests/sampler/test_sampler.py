@@ -312,6 +312,28 @@ def test_text_hashes_same_on_any_number_of_threads(monkeypatch: pytest.MonkeyPat
     assert one.tolist() == [_reference_hash(text) for text in texts]
 
 
+def test_hashing_threads_follow_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.get_num_threads() follows OMP_NUM_THREADS (torchrun sets 1 per process) and torch.set_num_threads.
+    import st_mnr_plus._sampling as sampling
+
+    monkeypatch.setattr(sampling, "_HASH_BLOCK", 2)
+    pools = []
+
+    class Recording(sampling.ThreadPoolExecutor):
+        def __init__(self, max_workers: int) -> None:
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(sampling, "ThreadPoolExecutor", Recording)
+    column = pa.chunked_array([pa.array([f"text {i}" for i in range(20)])])
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    single = text_hashes(column)
+    assert pools == []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    np.testing.assert_array_equal(text_hashes(column), single)
+    assert pools == [3]
+
+
 def test_text_hashes_reject_non_strings() -> None:
     with pytest.raises(ValueError, match="string or large_string column, got int64"):
         text_hashes(pa.chunked_array([pa.array([1, 2])]))
