@@ -140,7 +140,7 @@ class NoDuplicatesSampler(DefaultBatchSampler):
         self._index: DuplicateIndex = encode_duplicates(as_arrow_table(dataset, self.columns), self.columns, normalize)
         num_rows = self._index.num_rows
         rng = np.random.default_rng([self.seed, _CONSTRUCTION_STREAM])
-        all_rows = np.arange(num_rows, dtype=np.int64)
+        all_rows = np.arange(num_rows, dtype=np.int32)  # place_rows shuffles int32 ids: no conversion per epoch
         skipped = skip_overfull_texts(self._index, all_rows, self.global_batch_size, rng)
         placeable = np.setdiff1d(all_rows, skipped, assume_unique=True) if len(skipped) else all_rows
         # A layout that is valid for the placeable rows: the fallback of an epoch whose own repair runs out of budget.
