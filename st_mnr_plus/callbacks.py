@@ -108,10 +108,10 @@ class MNRDiagnosticsCallback(_LogCallback):
     anchors whose positive has the highest logit), ``positive_similarity``, ``hardest_negative_similarity``,
     ``masked_fraction``, ``masked_duplicates`` and ``scale``. This callback collects that dict after every training
     forward (every micro-batch under gradient accumulation; forwards for the eval loss are left out), and at each
-    logging step adds the mean over the forwards since the previous log as ``<prefix><key>``, e.g. ``mnr/accuracy``. The
-    scale is the latest value, not a mean, so that it follows a learned scale. Non-finite values (MNRPlus reports
-    a NaN hardest-negative similarity for a batch without negatives) are left out of the mean; a key with no
-    finite value since the last log is not logged.
+    logging step adds the mean over the forwards since the previous log as ``<prefix><key>``, e.g.
+    ``mnr/accuracy``. The scale is the latest value, not a mean, so that it follows a learned scale. Non-finite
+    values (MNRPlus reports a NaN hardest-negative similarity for a batch without negatives) are left out of the
+    mean; a key with no finite value since the last log is not logged.
 
     Args:
         loss: The loss instance given to the trainer, or a dict of name -> loss as given to the trainer for
@@ -264,11 +264,11 @@ class ThroughputCallback(_LogCallback):
     How it counts: with ``loss`` given, a forward pre-hook on the loss sees each training batch as the trainer
     passes it (one feature dict per column): the rows of the first column are the samples, and the sums of the
     columns' ``attention_mask`` are the tokens. Without ``loss`` the samples are counted as
-    ``per_device_train_batch_size * gradient_accumulation_steps * world_size`` per optimizer step (the trainer's own
-    convention; the last batch of an epoch may be smaller) and tokens are not reported. So under DDP the figures
-    with ``loss`` are this process's own (multiply by the world size for all processes), those without it are
-    for all processes together. Forwards of the eval loss are not counted. The time is that of the training steps plus the data loading between them; evaluation,
-    checkpoint saving and logging are left out.
+    ``per_device_train_batch_size * gradient_accumulation_steps * world_size`` per optimizer step (the trainer's
+    own convention; the last batch of an epoch may be smaller) and tokens are not reported. So under DDP the
+    figures with ``loss`` are this process's own (multiply by the world size for all processes), those without it
+    are for all processes together. Forwards of the eval loss are not counted. The time is that of the training
+    steps plus the data loading between them; evaluation, checkpoint saving and logging are left out.
 
     Args:
         loss: The loss instance given to the trainer (or a dict of them), to count exact samples and tokens.
