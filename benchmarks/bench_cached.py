@@ -19,6 +19,7 @@ Run a size in a fresh process (what the memory tests do): ``python benchmarks/be
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import resource
 import subprocess
@@ -34,7 +35,9 @@ import torch
 
 from st_mnr_plus.callbacks import peak_rss_mib
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DATA = REPO_ROOT / "st_mnr_plus" / "data"
+SICK = REPO_ROOT / "tests" / "data" / "sick2014"
 MINI_BATCH_SIZE = 64
 MAX_SEQ_LENGTH = 64
 GIB = 1024**3
@@ -47,17 +50,17 @@ GIB = 1024**3
 def text_pairs() -> tuple[tuple[str, str], ...]:
     """Every sentence pair of the SNLI dev split, STSb (train, dev, test) and SICK (train, trial, test): 28,397."""
     pairs: list[tuple[str, str]] = []
-    with open(DATA / "snli" / "snli_1.0_dev.jsonl", encoding="utf8") as handle:
+    with gzip.open(PACKAGE_DATA / "snli" / "snli_1.0_dev.jsonl.gz", "rt", encoding="utf8") as handle:
         for line in handle:
             row = json.loads(line)
             pairs.append((row["sentence1"], row["sentence2"]))
     for split in ("train", "dev", "test"):
-        with open(DATA / "stsbenchmark" / f"sts-{split}.csv", encoding="utf8") as handle:
+        with open(PACKAGE_DATA / "stsbenchmark" / f"sts-{split}.csv", encoding="utf8") as handle:
             for line in handle:
                 fields = line.rstrip("\n").split("\t")
                 pairs.append((fields[5], fields[6]))
     for name in ("SICK_train.txt", "SICK_trial.txt", "SICK_test_annotated.txt"):
-        with open(DATA / "sick2014" / name, encoding="utf8") as handle:
+        with open(SICK / name, encoding="utf8") as handle:
             next(handle)
             for line in handle:
                 fields = line.rstrip("\n").split("\t")

@@ -24,7 +24,7 @@ from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimil
 
 from st_mnr_plus import stsb_evaluator
 
-SHARED_STSB = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "stsbenchmark"
+STSB = Path(__file__).resolve().parent.parent / "st_mnr_plus" / "data" / "stsbenchmark"
 PUBLISHED_SPEARMAN_COSINE = 0.8203
 
 
@@ -32,7 +32,7 @@ PUBLISHED_SPEARMAN_COSINE = 0.8203
 def read_stsb_test(limit: int | None) -> tuple[list[str], list[str], list[float]]:
     """The release CSV read by hand: split on tabs, fields 4-6 (score, sentence1, sentence2), score / 5."""
     s1, s2, scores = [], [], []
-    with open(SHARED_STSB / "sts-test.csv", encoding="utf-8") as handle:
+    with open(STSB / "sts-test.csv", encoding="utf-8") as handle:
         for line in handle:
             fields = line.rstrip("\n").split("\t")
             scores.append(float(fields[4]) / 5.0)

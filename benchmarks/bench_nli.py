@@ -11,6 +11,7 @@ pairs and duplicates stay as realistic as the dev split (about 34% entailment, a
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import resource
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SNLI_DEV = REPO_ROOT.parent / "shared" / "data" / "snli" / "snli_1.0_dev.jsonl"
+SNLI_DEV = REPO_ROOT / "st_mnr_plus" / "data" / "snli" / "snli_1.0_dev.jsonl.gz"
 MEMORY_CAP_BYTES = 6 << 30
 
 SIZES = [
@@ -34,7 +35,7 @@ SIZES = [
 
 def generate_snli_jsonl(path: Path, n_rows: int) -> dict[str, int]:
     """Write ``n_rows`` SNLI-format lines built from the real dev rows; return the expected output counts."""
-    with SNLI_DEV.open(encoding="utf-8") as f:
+    with gzip.open(SNLI_DEV, "rt", encoding="utf-8") as f:
         dev = [json.loads(line) for line in f if line.strip()]
     entailment = 0
     pairs: set[tuple[str, str]] = set()

@@ -1,4 +1,4 @@
-"""Shared fixtures: real data from ../shared/data, the real all-MiniLM-L6-v2, and a tiny random model."""
+"""Shared fixtures: the real corpora kept in the repository, the real all-MiniLM-L6-v2, and a tiny random model."""
 
 from __future__ import annotations
 
@@ -15,15 +15,28 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# What the package ships (STSb, SNLI dev and test) and what only the repository holds (SICK: CC BY-NC-SA, kept
+# out of the wheel); see tests/data/README.md.
+PACKAGE_DATA = REPO_ROOT / "st_mnr_plus" / "data"
+TEST_DATA = REPO_ROOT / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data``: STSb, SNLI dev and SICK, as the original releases have them."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"Real test data not found at {SHARED_DATA}; the project expects ../shared/data beside it.")
-    return SHARED_DATA
+def stsb_dir() -> Path:
+    """The STS benchmark release shipped in the package: ``sts-{train,dev,test}.csv``."""
+    return PACKAGE_DATA / "stsbenchmark"
+
+
+@pytest.fixture(scope="session")
+def snli_dev() -> Path:
+    """The SNLI 1.0 dev split shipped in the package (``gold_label, sentence1, sentence2``, gzip-compressed)."""
+    return PACKAGE_DATA / "snli" / "snli_1.0_dev.jsonl.gz"
+
+
+@pytest.fixture(scope="session")
+def sick_dir() -> Path:
+    """The SICK release (train, trial, test), kept in the repository only: see tests/data/README.md."""
+    return TEST_DATA / "sick2014"
 
 
 @pytest.fixture(scope="session")

@@ -246,9 +246,9 @@ class Reporter(TrainerCallback):
 
 
 @pytest.fixture(scope="module")
-def pairs(shared_data: Path) -> Dataset:
+def pairs(stsb_dir: Path) -> Dataset:
     anchors, positives = [], []
-    for line in (shared_data / "stsbenchmark" / "sts-train.csv").read_text(encoding="utf-8").splitlines():
+    for line in (stsb_dir / "sts-train.csv").read_text(encoding="utf-8").splitlines():
         fields = line.split("\t")
         if float(fields[4]) >= 4.0:
             anchors.append(fields[5])

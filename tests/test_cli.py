@@ -234,10 +234,10 @@ def test_evaluator_that_needs_a_source_says_how_to_give_it():
         build_evaluators(["nli_triplets"], "test")
 
 
-def test_evaluator_options_reach_the_preset(shared_data):
+def test_evaluator_options_reach_the_preset(sick_dir):
     from st_mnr_plus.recipe import build_evaluators
 
-    sick = str(shared_data / "sick2014" / "SICK_test_annotated.txt")
+    sick = str(sick_dir / "SICK_test_annotated.txt")
     (evaluator,) = build_evaluators(["nli_triplets"], "test", {"nli_triplets": {"source": sick, "name": "sick"}})
     assert evaluator.name == "sick"
     assert len(evaluator.anchors) > 0

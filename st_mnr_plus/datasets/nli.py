@@ -445,7 +445,7 @@ def build_nli(
     Example:
         ::
 
-            pairs = build_nli("../shared/data/snli/snli_1.0_dev.jsonl")
+            pairs = build_nli("snli_1.0_dev.jsonl")
             pairs.column_names  # ['anchor', 'positive']
             print(pairs.build_report)
     """

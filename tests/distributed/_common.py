@@ -6,6 +6,7 @@ the one-process reference are built by the same code. Nothing here starts a proc
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SNLI_DEV = REPO_ROOT.parent / "shared" / "data" / "snli" / "snli_1.0_dev.jsonl"
+SNLI_DEV = REPO_ROOT / "st_mnr_plus" / "data" / "snli" / "snli_1.0_dev.jsonl.gz"
 
 # Every worker is one of two processes on a 2-core machine: one thread each, or they oversubscribe.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -27,7 +28,7 @@ def snli_triplets(n: int, path: Path = SNLI_DEV) -> list[tuple[str, str, str]]:
     """The first ``n`` (premise, entailment, contradiction) triplets of the SNLI dev split, in file order."""
     by_premise: dict[str, dict[str, str]] = {}
     triplets: list[tuple[str, str, str]] = []
-    with open(path, encoding="utf8") as handle:
+    with gzip.open(path, "rt", encoding="utf8") as handle:
         for line in handle:
             row = json.loads(line)
             labels = by_premise.setdefault(row["sentence1"], {})

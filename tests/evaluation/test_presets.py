@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import datasets
@@ -38,24 +40,33 @@ def read_stsb_by_hand(path: Path) -> tuple[list[str], list[str], list[float]]:
 
 
 @pytest.fixture(scope="module")
-def stsb_test(shared_data: Path) -> tuple[list[str], list[str], list[float]]:
-    return read_stsb_by_hand(shared_data / "stsbenchmark" / "sts-test.csv")
+def stsb_test(stsb_dir: Path) -> tuple[list[str], list[str], list[float]]:
+    return read_stsb_by_hand(stsb_dir / "sts-test.csv")
 
 
 # --- the shipped release -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["sts-train.csv", "sts-dev.csv", "sts-test.csv", "LICENSE.txt", "readme.txt"])
-def test_shipped_release_is_the_original(shared_data: Path, name: str):
-    assert (PACKAGED_STSB / name).read_bytes() == (shared_data / "stsbenchmark" / name).read_bytes()
+# SHA-256 of the files of the original release (stsbenchmark.tar.gz, 2017), which the package ships unchanged.
+STSB_SHA256 = {
+    "sts-train.csv": "0f71910b59aa1ad973c5897f0791f3b0965a92b8f82b1a95f3eea9f4162fda82",
+    "sts-dev.csv": "5d7e944d8b02734b07bfdb5df67db3420c64bed153fcaa1ba47ad03480cf4234",
+    "sts-test.csv": "affe45928a66ee5a708531233c95b7dacbbdc57f974f002a3d32ea0180cf816a",
+}
+
+
+@pytest.mark.parametrize("name", sorted(STSB_SHA256))
+def test_shipped_release_is_the_original(name: str):
+    assert hashlib.sha256((PACKAGED_STSB / name).read_bytes()).hexdigest() == STSB_SHA256[name]
+    assert (PACKAGED_STSB / "LICENSE.txt").is_file()
 
 
 # --- STSb from the original CSV ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
-def test_stsb_reads_every_line_like_a_hand_split_on_tabs(shared_data: Path, split: str):
-    s1, s2, scores = read_stsb_by_hand(shared_data / "stsbenchmark" / STSB_FILES[split])
+def test_stsb_reads_every_line_like_a_hand_split_on_tabs(stsb_dir: Path, split: str):
+    s1, s2, scores = read_stsb_by_hand(stsb_dir / STSB_FILES[split])
     evaluator = stsb_evaluator(split)
     assert len(evaluator.sentences1) == STSB_ROWS[split]
     assert evaluator.sentences1 == s1
@@ -92,15 +103,17 @@ def test_stsb_names_and_defaults(split: str, name: str):
     assert evaluator.deduplicate is False
 
 
-def test_stsb_folder_source_equals_default(shared_data: Path):
-    folder = stsb_evaluator("validation", shared_data / "stsbenchmark")
+def test_stsb_folder_source_equals_default(stsb_dir: Path, tmp_path: Path):
+    for name in STSB_FILES.values():
+        shutil.copy(stsb_dir / name, tmp_path / name)
+    folder = stsb_evaluator("validation", tmp_path)
     default = stsb_evaluator("validation")
     assert (folder.sentences1, folder.sentences2, folder.scores) == (
         default.sentences1,
         default.sentences2,
         default.scores,
     )
-    as_string = stsb_evaluator("validation", str(shared_data / "stsbenchmark"))
+    as_string = stsb_evaluator("validation", str(tmp_path))
     assert as_string.scores == default.scores
 
 
@@ -372,8 +385,8 @@ def test_mismatched_lengths_are_refused():
 
 
 @pytest.mark.parametrize(("split", "name"), [("train", "sickr-train"), ("trial", "sickr-dev"), ("test", "sickr-test")])
-def test_sickr_reads_the_release_and_maps_1_5_to_0_1(shared_data: Path, split: str, name: str):
-    folder = shared_data / "sick2014"
+def test_sickr_reads_the_release_and_maps_1_5_to_0_1(sick_dir: Path, split: str, name: str):
+    folder = sick_dir
     evaluator = sickr_evaluator(split, folder)
     canonical = "validation" if split == "trial" else split
     assert evaluator.name == name
@@ -485,10 +498,10 @@ def test_nli_triplet_evaluator_equals_a_hand_built_one(tiny_model):
     assert len(nli_triplet_evaluator(triplets, max_triplets=2).anchors) == 2
 
 
-def test_nli_triplet_evaluator_builds_the_triplets_with_build_nli(tiny_model, shared_data: Path):
+def test_nli_triplet_evaluator_builds_the_triplets_with_build_nli(tiny_model, snli_dev: Path):
     from st_mnr_plus import build_nli
 
-    snli = shared_data / "snli" / "snli_1.0_dev.jsonl"
+    snli = snli_dev
     options = {"max_triplets_per_premise": 1}
     evaluator = nli_triplet_evaluator(snli, max_triplets=48, build_options=options, batch_size=16)
     triplets = build_nli(snli, output="triplets", **options).select(range(48))
@@ -532,8 +545,8 @@ def test_nli_triplet_bad_input(data, kwargs, error):
         nli_triplet_evaluator(Dataset.from_dict(data), **kwargs)
 
 
-def test_sts_suite_runs_both_presets_and_scores_their_mean(tiny_model, shared_data: Path):
-    suite = sts_suite("validation", sickr_source=shared_data / "sick2014", batch_size=64)
+def test_sts_suite_runs_both_presets_and_scores_their_mean(tiny_model, sick_dir: Path):
+    suite = sts_suite("validation", sickr_source=sick_dir, batch_size=64)
     assert isinstance(suite, SequentialEvaluator)
     assert [e.name for e in suite.evaluators] == ["sts-dev", "sickr-dev"]
     results = suite(tiny_model)

@@ -37,8 +37,8 @@ def model(_minilm_session):
 
 
 @pytest.fixture(scope="module")
-def rows(shared_data: Path):
-    return read_stsb_by_hand(shared_data / "stsbenchmark" / "sts-test.csv")
+def rows(stsb_dir: Path):
+    return read_stsb_by_hand(stsb_dir / "sts-test.csv")
 
 
 @pytest.fixture(scope="module")

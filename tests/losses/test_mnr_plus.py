@@ -6,6 +6,7 @@ The tensor-level equivalence grid, gradcheck and half-precision checks live in `
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -22,11 +23,11 @@ DIAGNOSTIC_KEYS = ("accuracy", "positive_similarity", "hardest_negative_similari
 PARAM_TOL = {"rtol": 1e-4, "atol": 2e-5}
 
 
-def _columns(shared_data, batch: int, negatives: int) -> list[list[str]]:
+def _columns(snli_dev, batch: int, negatives: int) -> list[list[str]]:
     """(premise, entailed hypothesis[, contradicting hypothesis]) columns from the SNLI dev file (stdlib-read),
     one row per premise, so that no text repeats."""
     by_premise: dict[str, dict[str, str]] = {}
-    with open(shared_data / "snli" / "snli_1.0_dev.jsonl", encoding="utf8") as handle:
+    with gzip.open(snli_dev, "rt", encoding="utf8") as handle:
         for line in handle:
             row = json.loads(line)
             by_premise.setdefault(row["sentence1"], {}).setdefault(row["gold_label"], row["sentence2"])
@@ -65,10 +66,10 @@ def _param_grads(model, loss_module, features) -> tuple[torch.Tensor, dict[str, 
         ),
     ],
 )
-def test_model_parameter_gradients_match_mnrl_on_minilm(minilm, shared_data, kwargs, negatives):
+def test_model_parameter_gradients_match_mnrl_on_minilm(minilm, snli_dev, kwargs, negatives):
     minilm.eval()  # dropout off: both losses must see identical embeddings
     minilm.max_seq_length = 32
-    features = [minilm.tokenize(column) for column in _columns(shared_data, 4, negatives)]
+    features = [minilm.tokenize(column) for column in _columns(snli_dev, 4, negatives)]
     mnrl_kwargs = dict(kwargs)
     if mnrl_kwargs.pop("symmetric", False):
         mnrl_kwargs.update(directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction")
@@ -85,12 +86,12 @@ def test_model_parameter_gradients_match_mnrl_on_minilm(minilm, shared_data, kwa
     assert sum(g.abs().sum() for g in actual_grads.values()) > 0
 
 
-def test_duplicated_positive_counts_for_mnrl_and_is_masked_by_mnr_plus_despite_dropout(minilm, shared_data):
+def test_duplicated_positive_counts_for_mnrl_and_is_masked_by_mnr_plus_despite_dropout(minilm, snli_dev):
     """Rows 0 and 2 share a positive text: MNRL ranks it as a negative of both rows, MNRPlus masks it even in
     train mode, where dropout gives the two copies different embeddings (token ids are compared)."""
     minilm.train()
     minilm.max_seq_length = 32
-    anchors, positives = _columns(shared_data, 5, 0)
+    anchors, positives = _columns(snli_dev, 5, 0)
     positives[2] = positives[0]
     features = [minilm.tokenize(anchors), minilm.tokenize(positives)]
     plus = MNRPlus(minilm)
@@ -137,10 +138,10 @@ def _train(model, loss, dataset, tmp_path, **args):
 
 
 @pytest.mark.parametrize("output", ["pairs", "triplets"])
-def test_trainer_trains_minilm_on_snli_and_the_model_card_names_mnr_plus(minilm, shared_data, tmp_path, output):
+def test_trainer_trains_minilm_on_snli_and_the_model_card_names_mnr_plus(minilm, snli_dev, tmp_path, output):
     from st_mnr_plus import build_nli
 
-    dataset = build_nli(shared_data / "snli" / "snli_1.0_dev.jsonl", output).select(range(24))
+    dataset = build_nli(snli_dev, output).select(range(24))
     assert dataset.column_names == (
         ["anchor", "positive"] if output == "pairs" else ["anchor", "positive", "negative"]
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -71,10 +72,10 @@ def test_model_parameter_gradients_match_mnrl(minilm, negatives, directions):
     assert any(grad.abs().sum() > 0 for grad in actual.values())
 
 
-def _snli_rows(shared_data: Path, limit: int) -> list[dict[str, str]]:
+def _snli_rows(snli_dev: Path, limit: int) -> list[dict[str, str]]:
     """Premises with one entailment and one contradiction hypothesis, first come, from SNLI dev."""
     by_premise: dict[str, dict[str, str]] = {}
-    with (shared_data / "snli" / "snli_1.0_dev.jsonl").open(encoding="utf-8") as handle:
+    with gzip.open(snli_dev, "rt", encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
             if row["gold_label"] in ("entailment", "contradiction"):
@@ -113,9 +114,9 @@ def _train(model, loss, dataset, output_dir: Path, steps: int = 3) -> SentenceTr
         pytest.param(("anchor", "positive", "negative"), "own", id="triplets-own"),
     ],
 )
-def test_trainer_trains_minilm_and_the_learnable_scale(minilm, shared_data, tmp_path, columns, hard_negatives):
+def test_trainer_trains_minilm_and_the_learnable_scale(minilm, snli_dev, tmp_path, columns, hard_negatives):
     minilm.max_seq_length = 32
-    rows = _snli_rows(shared_data, limit=24)
+    rows = _snli_rows(snli_dev, limit=24)
     dataset = Dataset.from_list([{column: row[column] for column in columns} for row in rows])
     loss = MNRPlus(minilm, learnable_scale=True, hard_negatives=hard_negatives)
     before = {name: p.detach().clone() for name, p in minilm.named_parameters()}

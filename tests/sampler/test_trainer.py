@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import gzip
 import json
 import math
 from pathlib import Path
@@ -18,7 +19,7 @@ from tests.sampler._helpers import duplicates_in, row_texts
 def snli_entailment_pairs(path: Path, num_rows: int) -> dict[str, list[str]]:
     """``num_rows`` (premise, entailed hypothesis) pairs of SNLI dev whose premise has 2+ entailed hypotheses."""
     pairs = []
-    with open(path, encoding="utf8") as handle:
+    with gzip.open(path, "rt", encoding="utf8") as handle:
         for line in handle:
             row = json.loads(line)
             if row["gold_label"] == "entailment":
@@ -39,11 +40,11 @@ class RecordingSampler(NoDuplicatesSampler):
             yield batch
 
 
-def test_trains_minilm_with_the_sampler_class_as_batch_sampler(tmp_path, minilm, shared_data) -> None:
+def test_trains_minilm_with_the_sampler_class_as_batch_sampler(tmp_path, minilm, snli_dev) -> None:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    data = snli_entailment_pairs(shared_data / "snli" / "snli_1.0_dev.jsonl", 48)
+    data = snli_entailment_pairs(snli_dev, 48)
     # Every premise repeats: a plain shuffle would often put a pair of them in one batch.
     assert len(set(data["anchor"])) <= len(data["anchor"]) // 2
     dataset = Dataset.from_dict(data)
