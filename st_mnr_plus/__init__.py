@@ -27,10 +27,11 @@ _LAZY: dict[str, str] = {
     "sts_suite": "st_mnr_plus.evaluation.presets",
     "MNRDiagnosticsCallback": "st_mnr_plus.callbacks",
     "ThroughputCallback": "st_mnr_plus.callbacks",
+    "LossStateCallback": "st_mnr_plus.callbacks",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from st_mnr_plus.callbacks import MNRDiagnosticsCallback, ThroughputCallback
+    from st_mnr_plus.callbacks import LossStateCallback, MNRDiagnosticsCallback, ThroughputCallback
     from st_mnr_plus.datasets.nli import BuildReport, build_nli
     from st_mnr_plus.evaluation.presets import nli_triplet_evaluator, sickr_evaluator, sts_suite, stsb_evaluator
     from st_mnr_plus.losses import CachedMNRPlus, MNRPlus
@@ -53,6 +54,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "BuildReport",
     "CachedMNRPlus",
+    "LossStateCallback",
     "MNRDiagnosticsCallback",
     "MNRPlus",
     "NoDuplicatesSampler",

@@ -1,0 +1,102 @@
+"""LossStateCallback: a learnable scale survives checkpoints and resume_from_checkpoint, and gets its own rate."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from transformers import TrainerCallback
+
+from st_mnr_plus import MNRPlus
+from st_mnr_plus.callbacks import LOSS_STATE_FILE, LossStateCallback, loss_own_parameters
+
+
+class _StopAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def _pairs(rows: int = 64) -> Dataset:
+    return Dataset.from_dict(
+        {
+            "anchor": [f"a sentence about topic {i} and more" for i in range(rows)],
+            "positive": [f"another text on subject {i}" for i in range(rows)],
+        }
+    )
+
+
+def _trainer(model, output_dir: Path, *, stop_at: int | None = None, **loss_kwargs):
+    loss = MNRPlus(model, learnable_scale=True, **loss_kwargs)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        max_steps=8,
+        save_steps=4,
+        learning_rate=5e-2,
+        seed=7,
+        report_to="none",
+        logging_steps=100,
+        use_cpu=True,
+    )
+    callbacks = [_StopAt(stop_at)] if stop_at else None
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=_pairs(), loss=loss, callbacks=callbacks)
+    LossStateCallback(loss).attach(trainer)
+    return trainer, loss
+
+
+def test_resumed_run_continues_the_learnable_scale(tiny_model, tmp_path):
+    fresh = copy.deepcopy(tiny_model)
+    whole, whole_loss = _trainer(copy.deepcopy(fresh), tmp_path / "whole")
+    whole.train()
+
+    first, first_loss = _trainer(copy.deepcopy(fresh), tmp_path / "split", stop_at=4)
+    first.train()
+    assert (tmp_path / "split" / "checkpoint-4" / LOSS_STATE_FILE).is_file()
+    scale_at_4 = first_loss.scale
+
+    second, second_loss = _trainer(copy.deepcopy(fresh), tmp_path / "split")
+    assert second_loss.scale == pytest.approx(20.0)
+    second.train(resume_from_checkpoint=str(tmp_path / "split" / "checkpoint-4"))
+
+    assert scale_at_4 != pytest.approx(20.0)  # the scale moved before the interruption
+    torch.testing.assert_close(second_loss.scale, whole_loss.scale, rtol=1e-5, atol=1e-6)
+
+
+def test_without_a_saved_state_resume_warns(tiny_model, tmp_path, caplog):
+    first, _ = _trainer(copy.deepcopy(tiny_model), tmp_path, stop_at=4)
+    first.train()
+    (tmp_path / "checkpoint-4" / LOSS_STATE_FILE).unlink()
+    second, second_loss = _trainer(copy.deepcopy(tiny_model), tmp_path)
+    with caplog.at_level("WARNING"):
+        second.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    assert "no loss_state.pt was found" in caplog.text
+
+
+def test_loss_own_parameters_leave_the_model_out(tiny_model):
+    loss = MNRPlus(tiny_model, learnable_scale=True)
+    own = loss_own_parameters(loss)
+    assert len(own) == 1
+    assert loss_own_parameters({"nli": loss}).keys() == {f"nli.{name}" for name in own}
+    assert loss_own_parameters(MNRPlus(tiny_model)) == {}
+
+
+def test_load_refuses_a_state_of_another_loss(tiny_model, tmp_path):
+    LossStateCallback(MNRPlus(tiny_model, learnable_scale=True)).save(tmp_path)
+    (tmp_path / LOSS_STATE_FILE).write_bytes((tmp_path / LOSS_STATE_FILE).read_bytes())
+    other = torch.nn.Module()
+    other.weight = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="saved from a loss with other options"):
+        LossStateCallback(other).load(tmp_path)
+
+
+def test_rejects_what_is_not_a_loss():
+    with pytest.raises(ValueError, match="must be the loss instance"):
+        LossStateCallback("mnr_plus")
