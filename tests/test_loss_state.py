@@ -47,7 +47,9 @@ def _trainer(model, output_dir: Path, *, stop_at: int | None = None, **loss_kwar
         use_cpu=True,
     )
     callbacks = [_StopAt(stop_at)] if stop_at else None
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=_pairs(), loss=loss, callbacks=callbacks)
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=_pairs(), loss=loss, callbacks=callbacks
+    )
     LossStateCallback(loss).attach(trainer)
     return trainer, loss
 
