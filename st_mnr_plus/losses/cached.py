@@ -25,6 +25,7 @@ from sentence_transformers.util import cos_sim
 from torch import Tensor, nn
 
 from st_mnr_plus.losses.functional import row_hashes
+from st_mnr_plus.losses.grouping import inverse_permutation, sorted_by_length
 from st_mnr_plus.losses.mnr_plus import MNRPlus
 
 logger = logging.getLogger(__name__)
@@ -41,33 +42,6 @@ _GRADCACHE_CITATION = """
     primaryClass={cs.LG}
 }
 """
-
-
-def _sorted_by_length(features: dict[str, Any]) -> tuple[dict[str, Any], Tensor | None]:
-    """``features`` with its rows sorted by decreasing token count, and the order (``None``: left as it is).
-
-    Only padded text inputs are sorted: every tensor shaped like the attention mask or ``(rows,)``. Anything
-    else (flattened inputs, image tensors, per-row Python lists) is left alone rather than guessed at.
-    """
-    mask = features.get("attention_mask")
-    if not isinstance(mask, Tensor) or mask.ndim != 2 or "cu_seq_lens_q" in features:
-        return features, None
-    rows = mask.shape[0]
-    for value in features.values():
-        if isinstance(value, Tensor) and value.shape not in (mask.shape, (rows,)):
-            return features, None
-        if isinstance(value, (list, tuple)) and len(value) == rows:
-            return features, None
-    order = torch.argsort(mask.sum(dim=1), descending=True, stable=True)
-    if bool((order == torch.arange(rows, device=order.device)).all()):
-        return features, None
-    return {key: value[order] if isinstance(value, Tensor) else value for key, value in features.items()}, order
-
-
-def _inverse(order: Tensor) -> Tensor:
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=order.device)
-    return inverse
 
 
 def _delegated(name: str) -> property:
@@ -282,7 +256,7 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         self._row_ids = [row_hashes(f) for f in sentence_features] if self.loss.mask_duplicates else None
         self._orders = [None] * len(sentence_features)
         if self.group_by_length:
-            sorted_features = [_sorted_by_length(f) for f in sentence_features]
+            sorted_features = [sorted_by_length(f) for f in sentence_features]
             sentence_features = [f for f, _ in sorted_features]
             self._orders = [order for _, order in sorted_features]
         self._param_grads = []
@@ -316,7 +290,7 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         embeddings = [torch.cat(column) for column in reps]  # one (B, dim) tensor per column
         for k, order in enumerate(self._orders):
             if order is not None:  # back to the batch's row order (differentiable: the gradients follow)
-                embeddings[k] = embeddings[k][_inverse(order.to(embeddings[k].device))]
+                embeddings[k] = embeddings[k][inverse_permutation(order.to(embeddings[k].device))]
         loss = self.loss.compute_loss_from_embeddings(embeddings, labels, row_ids=self._row_ids)
         if not with_backward:
             return loss

@@ -23,6 +23,7 @@ from st_mnr_plus.losses.functional import (
     plain_mnr_loss,
     row_hashes,
 )
+from st_mnr_plus.losses.grouping import embed_columns_grouped
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class MNRPlus(nn.Module):
         max_scale: float = 100.0,
         hard_negatives: Literal["shared", "own"] = "shared",
         tile_size: int | None = None,
+        group_by_length: bool = True,
     ) -> None:
         r"""Multiple negatives ranking (InfoNCE with in-batch negatives), computed in tiles, with false-negative
         masking and an optionally learnable temperature. A drop-in for sentence-transformers'
@@ -154,6 +156,11 @@ class MNRPlus(nn.Module):
             hard_negatives: ``"shared"`` (MNRL: hard negatives are negatives for every anchor) or ``"own"``
                 (each anchor's hard negatives count only for it; in-batch positives still count for all).
             tile_size: Anchor rows per tile; ``None`` picks it so that a tile holds about four million logits.
+            group_by_length: Embed each column in length-sorted chunks, each padded only to its own longest text
+                (:func:`st_mnr_plus.losses.grouping.embed_columns_grouped`): the same loss and gradients up to
+                float rounding for less encoder work on texts of mixed length. Dropout masks are drawn per chunk,
+                so only ``group_by_length=False`` draws exactly MNRL's. Inputs that cannot be grouped
+                (StaticEmbedding, images, unpadded batches) are embedded as MNRL embeds them.
 
         Inputs:
             +-------------------------------------------------+--------+
@@ -282,6 +289,7 @@ class MNRPlus(nn.Module):
         self.max_scale = float(max_scale)
         self.hard_negatives = hard_negatives
         self.tile_size = tile_size
+        self.group_by_length = bool(group_by_length)
         self._initial_scale = float(scale)
         if learnable_scale:
             self.log_scale = nn.Parameter(torch.tensor(math.log(scale), dtype=torch.float32))
@@ -316,7 +324,10 @@ class MNRPlus(nn.Module):
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
         sentence_features = list(sentence_features)
         row_ids = [row_hashes(features) for features in sentence_features] if self.mask_duplicates else None
-        embeddings = embed_columns(self.model, sentence_features)
+        if self.group_by_length:
+            embeddings = embed_columns_grouped(self.model, sentence_features)
+        else:
+            embeddings = embed_columns(self.model, sentence_features)
         return self.compute_loss_from_embeddings(embeddings, labels, row_ids=row_ids)
 
     def compute_loss_from_embeddings(
@@ -417,6 +428,7 @@ class MNRPlus(nn.Module):
             "learnable_scale": self.learnable_scale,
             "max_scale": self.max_scale,
             "hard_negatives": self.hard_negatives,
+            "group_by_length": self.group_by_length,
         }
 
     @property
