@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from st_mnr_plus import __version__, registry
+from st_mnr_plus.bench import cli as bench_cli
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     components = sub.add_parser("components", help="List the registered components (built-in and plugins).")
     components.add_argument("kind", nargs="?", choices=registry.KINDS)
     components.set_defaults(func=_cmd_components)
+    bench_cli.add_parser(sub)
     return parser
 
 
