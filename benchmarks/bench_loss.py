@@ -3,31 +3,37 @@
 Groups (our loss beside the ST original in the same run, parametrized by batch size, dimension and number of
 hard-negative columns):
 
-* ``loss-...``: query_to_doc (MNRL's default). At 0 negative columns it also times ``infcl_mnr_loss``, the
-  Inf-CL-style variant that recomputes tiles in backward, against which the fused kernel MNRPlus uses was chosen.
+* ``loss-...``: query_to_doc (MNRL's default). At 0 negative columns it also times ``infcl_mnr_loss``
+  (``benchmarks/_infcl.py``), the Inf-CL-style variant that recomputes tiles in backward, against which the fused
+  kernel MNRPlus uses was chosen.
 * ``symmetric-...``: ``MNRPlus(symmetric=True)`` (both directions from the same tiles) vs MNRL with
   ``directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"``.
 
 Memory is peak RSS of a fresh subprocess minus its RSS once the inputs exist (``test_peak_extra_memory``); MNRL
 runs there under an address-space cap so that sizes it cannot fit fail cleanly. One size in a fresh process:
 ``python benchmarks/bench_loss.py --loss mnrl --batch 16384 --dim 768 --negatives 1`` prints one JSON line.
+
+The workloads (losses, embeddings, the timed step, the fresh-process measurement) are those of the installed
+``st-mnr-plus bench`` (:mod:`st_mnr_plus.bench.workloads`, :mod:`st_mnr_plus.bench.fresh`); this file is their
+pytest-benchmark front-end, plus the Inf-CL variant, which is not in the library.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import resource
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from _infcl import infcl_mnr_loss
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-from st_mnr_plus.callbacks import peak_rss_mib
+from st_mnr_plus.bench import fresh
+from st_mnr_plus.bench.workloads import loss_step as step
+from st_mnr_plus.bench.workloads import make_embeddings
+from st_mnr_plus.bench.workloads import make_loss as package_make_loss
 
 GIB = 1024**3
 SIZES = [
@@ -40,36 +46,16 @@ DIMS = [pytest.param(384, id="d384"), pytest.param(768, id="d768")]
 NEGATIVES = [pytest.param(0, id="neg0"), pytest.param(1, id="neg1")]
 
 
+LOSS_NAMES = ("mnrl", "mnr_plus", "mnr_plus_infcl")
+
+
 def make_loss(name: str, symmetric: bool = False) -> Callable[[list[torch.Tensor]], torch.Tensor]:
-    """A callable from embedding columns to the scalar loss."""
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
-    from st_mnr_plus.losses import MNRPlus
-    from st_mnr_plus.losses.functional import infcl_mnr_loss
-
-    if name == "mnrl":
-        kwargs = {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"}
-        module = MultipleNegativesRankingLoss(None, **(kwargs if symmetric else {}))
-        return lambda embeddings: module.compute_loss_from_embeddings(embeddings, None)
-    if name == "mnr_plus":
-        module = MNRPlus(None, symmetric=symmetric)
-        return lambda embeddings: module.compute_loss_from_embeddings(embeddings, None)
+    """A callable from embedding columns to the scalar loss: the package's two, plus the Inf-CL variant."""
     if name == "mnr_plus_infcl":
         if symmetric:
             raise ValueError("mnr_plus_infcl has no symmetric variant")
         return lambda embeddings: infcl_mnr_loss(embeddings[0], torch.cat(embeddings[1:]), 20.0)
-    raise ValueError(f"loss must be 'mnrl', 'mnr_plus' or 'mnr_plus_infcl', got {name!r}")
-
-
-def make_embeddings(batch: int, dim: int, negatives: int, seed: int = 0) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, dim, generator=generator).requires_grad_() for _ in range(2 + negatives)]
-
-
-def step(loss_fn: Callable[[list[torch.Tensor]], torch.Tensor], embeddings: list[torch.Tensor]) -> float:
-    loss = loss_fn(embeddings)
-    loss.backward()
-    return float(loss.detach())
+    return package_make_loss(name, symmetric=symmetric)
 
 
 def _setup(batch: int, dim: int, negatives: int):
@@ -115,44 +101,12 @@ def test_symmetric_forward_backward(benchmark, loss, batch, dim):
 # ----------------------------------------------------------------------------------------------- memory
 
 
-def _current_rss() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize()
-
-
-def measure(loss: str, batch: int, dim: int, negatives: int, symmetric: bool = False) -> dict[str, object]:
-    """One forward + backward in this process: seconds and peak RSS above the RSS once the inputs exist."""
-    loss_fn = make_loss(loss, symmetric=symmetric)
-    warm = make_embeddings(8, dim, negatives)
-    step(loss_fn, warm)  # load kernels and allocator pools before the baseline
-    embeddings = make_embeddings(batch, dim, negatives)
-    for e in embeddings:  # the gradients are inputs' memory too, not the loss's
-        e.grad = torch.zeros_like(e)
-    baseline = _current_rss()
-    start = time.perf_counter()
-    try:
-        value = step(loss_fn, embeddings)
-    except (MemoryError, RuntimeError) as error:
-        return {"ok": False, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
-    seconds = time.perf_counter() - start
-    peak = peak_rss_mib() * 2**20  # VmHWM: ru_maxrss would carry the parent pytest's peak over exec
-    return {"ok": True, "loss": value, "seconds": seconds, "peak_extra_gib": max(peak - baseline, 0) / GIB}
-
-
 def run_in_subprocess(
     loss: str, batch: int, dim: int, negatives: int, symmetric: bool = False, max_gib: float | None = None
 ) -> dict[str, object]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--loss", loss, "--batch", str(batch)]
-    command += ["--dim", str(dim), "--negatives", str(negatives)]
-    if symmetric:
-        command.append("--symmetric")
-    if max_gib is not None:
-        command += ["--max-gib", str(max_gib)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"ok": False, "error": f"exit code {result.returncode}: {tail[:200]}"}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """The package's fresh-process measurement, through this file's entry point (which knows the Inf-CL loss)."""
+    entry = (str(Path(__file__).resolve()),)
+    return fresh.run_fresh(loss, batch, dim, negatives, symmetric=symmetric, max_gib=max_gib, entry=entry)
 
 
 MEMORY_SIZES = [
@@ -192,21 +146,22 @@ def test_b65536_mnr_plus_fits_where_mnrl_fails(benchmark):
     assert not results["mnrl"]["ok"]
 
 
+def test_infcl_variant_matches_mnrl() -> None:
+    """The Inf-CL variant computes MNRL's loss and gradients, so that timing it compares like with like."""
+    embeddings = make_embeddings(9, 16, 1, seed=13)
+    expected = MultipleNegativesRankingLoss(None).compute_loss_from_embeddings(embeddings, None)
+    expected_grads = torch.autograd.grad(expected, embeddings)
+    leaves = [e.detach().clone().requires_grad_() for e in embeddings]
+    actual = infcl_mnr_loss(leaves[0], torch.cat(leaves[1:]), 20.0, tile_cols=4)  # several tiles
+    actual.backward()
+    torch.testing.assert_close(actual, expected, rtol=1.3e-6, atol=1e-5)
+    for k, (leaf, want) in enumerate(zip(leaves, expected_grads, strict=True)):
+        torch.testing.assert_close(leaf.grad, want, rtol=1.3e-6, atol=1e-5, msg=lambda m, k=k: f"column {k}: {m}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loss", choices=["mnrl", "mnr_plus", "mnr_plus_infcl"], required=True)
-    parser.add_argument("--batch", type=int, required=True)
-    parser.add_argument("--dim", type=int, required=True)
-    parser.add_argument("--negatives", type=int, default=0)
-    parser.add_argument("--symmetric", action="store_true")
-    parser.add_argument("--max-gib", type=float, default=None, help="address-space cap (RLIMIT_AS) in GiB")
-    args = parser.parse_args()
-    if args.max_gib is not None:
-        cap = int(args.max_gib * GIB)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    settings = {("impl" if key == "loss" else key): value for key, value in vars(args).items()}
-    # The measured loss value stays under "loss"; the implementation's name goes under "impl".
-    result = {**settings, **measure(args.loss, args.batch, args.dim, args.negatives, args.symmetric)}
+    args = fresh.parse_args(losses=LOSS_NAMES)
+    result = fresh.measure_args(args, make_loss(args.loss, symmetric=args.symmetric))
     sys.stdout.write(json.dumps(result) + "\n")
 
 
