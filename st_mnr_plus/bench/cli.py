@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,13 +120,25 @@ def _settings(args: argparse.Namespace, device: str) -> dict[str, Any]:
     return settings
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _machine(device: str) -> dict[str, Any]:
     import sentence_transformers
     import torch
 
     from st_mnr_plus import __version__
 
-    name = torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(0) if device == "cuda" else _cpu_name()
     return {
         "device": device,
         "device_name": name,
@@ -261,12 +274,16 @@ def _bench_sampler(settings: dict[str, Any]) -> list[Measurement]:
 def run(settings: dict[str, Any], device: str) -> dict[str, Any]:
     """Run the selected sections; the JSON document (machine, settings, results, ratios)."""
     measurements: list[Measurement] = []
-    if "loss" in settings["sections"]:
-        measurements += _bench_loss(settings, device)
-    if "step" in settings["sections"]:
-        measurements += _bench_step(settings, device)
-    if "sampler" in settings["sections"]:
-        measurements += _bench_sampler(settings)
+    section_seconds: dict[str, float] = {}
+    for section, bench in (
+        ("loss", lambda: _bench_loss(settings, device)),
+        ("step", lambda: _bench_step(settings, device)),
+        ("sampler", lambda: _bench_sampler(settings)),
+    ):
+        if section in settings["sections"]:
+            start = time.perf_counter()
+            measurements += bench()
+            section_seconds[section] = time.perf_counter() - start
     results = [m.to_dict() for m in measurements]
     baselines = {m.group: BASELINES[m.group.split(" ", 1)[0]] for m in measurements}
     return {
@@ -274,6 +291,7 @@ def run(settings: dict[str, Any], device: str) -> dict[str, Any]:
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": _machine(device),
         "settings": settings,
+        "section_seconds": section_seconds,
         "results": results,
         "ratios": report.ratios(results, baselines),
     }

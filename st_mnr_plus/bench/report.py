@@ -169,6 +169,7 @@ def plot(document: dict[str, Any], path: str | Path, old: dict[str, Any] | None 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     rows = document["ratios"]
     labels = [f"{row['group']}\n{row['variant']} vs {row['baseline']}" for row in rows]
@@ -178,22 +179,36 @@ def plot(document: dict[str, Any], path: str | Path, old: dict[str, Any] | None 
         metrics.append(("memory_ratio", "peak extra memory (ours / theirs)"))
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 0.55 * len(rows) + 1.6), squeeze=False)
     for axis, (metric, title) in zip(axes[0], metrics, strict=True):
-        new_values = [row[metric] or 0.0 for row in rows]
+        # Ratios on a log axis, each bar drawn from 1 (no difference): 0.5x and 2x are equally long.
         positions = list(range(len(rows)))
         height = 0.38 if old else 0.7
+        series = [("new", [row[metric] for row in rows], "#3b75af", -height / 2 if old else 0.0)]
         if old:
-            old_values = [
-                (old_rows.get((r["group"], r["variant"], r["baseline"])) or {}).get(metric) or 0.0 for r in rows
-            ]
-            axis.barh([p + height / 2 for p in positions], old_values, height=height, color="#bbbbbb", label="old")
-            axis.barh([p - height / 2 for p in positions], new_values, height=height, color="#3b75af", label="new")
-            axis.legend(loc="lower right")
-        else:
-            axis.barh(positions, new_values, height=height, color="#3b75af")
-        for position, value in zip(positions, new_values, strict=True):
-            if value:
-                axis.text(value, position - (height / 2 if old else 0), f" {value:.2f}x", va="center", fontsize=8)
+            keys = [(r["group"], r["variant"], r["baseline"]) for r in rows]
+            series.insert(0, ("old", [(old_rows.get(k) or {}).get(metric) for k in keys], "#bbbbbb", height / 2))
+        values_seen = [1.0]
+        for label, values, color, shift in series:
+            ys = [p + shift for p, v in zip(positions, values, strict=True) if v]
+            vs = [v for v in values if v]
+            axis.barh(ys, [v - 1.0 for v in vs], left=1.0, height=height, color=color, label=label)
+            for y, v in zip(ys, vs, strict=True):
+                axis.text(
+                    v,
+                    y,
+                    f" {v:.2f}x ",
+                    va="center",
+                    ha="left" if v >= 1 else "right",
+                    fontsize=8,
+                )
+            values_seen += vs
+        axis.set_xscale("log")
+        low, high = min(values_seen), max(values_seen)
+        axis.set_xlim(low / 2.5, high * 2.5)
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.axvline(1.0, color="black", linewidth=0.8)
+        if old:
+            axis.legend(loc="best", fontsize=8)
         axis.set_yticks(positions)
         axis.set_yticklabels(labels if axis is axes[0][0] else [""] * len(rows), fontsize=8)
         axis.invert_yaxis()
