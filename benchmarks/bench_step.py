@@ -25,6 +25,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+import torch
 from bench_cached import text_pairs
 
 from st_mnr_plus.bench.workloads import STEP_LOSSES, fresh_copy, load_model, make_step_loss, trainer_steps
@@ -69,7 +70,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per run, after one warm-up step")
     parser.add_argument("--rounds", type=int, default=3, help="runs per loss, in alternating order")
     parser.add_argument("--losses", nargs="+", choices=STEP_LOSSES, default=list(STEP_LOSSES))
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     step_s: dict[str, list[float]] = {name: [] for name in args.losses}
     for round_index in range(args.rounds):
         # Alternate the order so that a machine getting busier over the run favours no loss.
@@ -80,7 +84,8 @@ def main() -> None:
     summary = {name: args.batch / statistics.median(times) for name, times in step_s.items()}
     baseline = summary.get("mnrl")
     ratios = {name: value / baseline for name, value in summary.items()} if baseline else {}
-    sys.stdout.write(json.dumps({"samples_per_s": summary, "ratio_vs_mnrl": ratios}) + "\n")
+    result = {"threads": torch.get_num_threads(), "samples_per_s": summary, "ratio_vs_mnrl": ratios}
+    sys.stdout.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

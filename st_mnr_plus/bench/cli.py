@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -190,18 +191,27 @@ def _bench_loss(settings: dict[str, Any], device: str) -> list[Measurement]:
             measurement.extra["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
             if device == "cuda":
                 torch.cuda.empty_cache()
-        if settings["memory"] and "error" not in measurement.extra:
-            if device == "cuda":
-                memory = workloads.measure_loss_memory(loss_fn, batch, dim, negatives, device=device, dtype=dtype)
-            else:  # peak RSS is a high-water mark: a fresh process per loss
-                memory = run_fresh(name, batch, dim, negatives, dtype=dtype_name)
-            if memory.get("ok"):
-                measurement.extra["peak_extra_gib"] = memory["peak_extra_gib"]
-                measurement.extra["memory"] = memory["memory"]
-            else:
-                measurement.extra["memory_error"] = memory.get("error")
+        if settings["memory"] and "error" not in measurement.extra and device == "cuda":
+            memory = workloads.measure_loss_memory(loss_fn, batch, dim, negatives, device=device, dtype=dtype)
+            _record_memory(measurement, memory)
         measurements.append(measurement)
+    if settings["memory"] and device != "cuda":
+        # Peak RSS is a high-water mark: a fresh process per loss. They run side by side, after the timings:
+        # memory does not mind sharing the cores, and each process spends most of its life importing.
+        todo = [m for m in measurements if "error" not in m.extra]
+        with ThreadPoolExecutor(max_workers=len(todo) or 1) as pool:
+            results = list(pool.map(lambda m: run_fresh(m.name, batch, dim, negatives, dtype=dtype_name), todo))
+        for measurement, memory in zip(todo, results, strict=True):
+            _record_memory(measurement, memory)
     return measurements
+
+
+def _record_memory(measurement: Measurement, memory: dict[str, Any]) -> None:
+    if memory.get("ok"):
+        measurement.extra["peak_extra_gib"] = memory["peak_extra_gib"]
+        measurement.extra["memory"] = memory["memory"]
+    else:
+        measurement.extra["memory_error"] = memory.get("error")
 
 
 def _bench_step(settings: dict[str, Any], device: str) -> list[Measurement]:

@@ -41,7 +41,13 @@ def ratios(results: Sequence[dict[str, Any]], baselines: dict[str, str]) -> list
                     row[f"variant_{key}"] = result["extra"][key]
                 if baseline is not None and key in baseline["extra"]:
                     row[f"baseline_{key}"] = baseline["extra"][key]
-            errors = [r["extra"]["error"] for r in (result, baseline) if r is not None and "error" in r["extra"]]
+            errors = [
+                f"{r['name']}: {r['extra'][key]}"
+                for r in (result, baseline)
+                if r is not None
+                for key in ("error", "memory_error")
+                if key in r["extra"]
+            ]
             if errors:
                 row["error"] = "; ".join(errors)
             rows.append(row)

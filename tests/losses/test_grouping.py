@@ -453,5 +453,4 @@ def test_four_trainer_steps_equal_mnrl_minilm(minilm, monkeypatch) -> None:
 def test_four_trainer_steps_equal_mnrl_minilm_batch_128(minilm) -> None:
     """The acceptance setting: all-MiniLM-L6-v2, max_seq_length 128, batch 128, dropout 0, 4 steps."""
     minilm.max_seq_length = 128
-    torch.set_num_threads(2)
     assert_trains_like_mnrl(minilm, batch_size=128)
