@@ -265,6 +265,19 @@ def test_columns_that_cannot_share_a_forward_are_grouped_each_on_its_own(tiny_mo
     assert cumulative[-1] == 20
 
 
+def test_inside_matryoshka_loss(tiny_model, monkeypatch) -> None:
+    """MatryoshkaLoss replays the model's outputs call by call for each dimension: the chunks replay too."""
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    monkeypatch.setattr(grouping, "DEFAULT_MAX_TOKENS_PER_CHUNK", 48)  # several chunks per column
+    cols = columns(3)
+    model = tiny_model.eval().to(torch.float64)
+    ours = copy.deepcopy(model)
+    expected = step(MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), [32, 16, 8]), model, cols)
+    actual = step(MatryoshkaLoss(ours, MNRPlus(ours, group_by_length=True), [32, 16, 8]), ours, cols)
+    assert_same(actual, expected, **F64)
+
+
 def test_dropout_on_gives_a_finite_loss_with_gradients(tiny_model) -> None:
     """Train mode: masks are drawn per chunk (so not MNRL's draws), and the step still trains every layer."""
     model = tiny_model.train()
