@@ -81,7 +81,7 @@ def gradients(loss_fn: torch.nn.Module, model: torch.nn.Module) -> dict[str, tor
     model_params = {id(p) for p in model.parameters()}
     for name, p in loss_fn.named_parameters():
         if id(p) not in model_params and p.grad is not None:
-            # MNRPlus holds its scale at "log_scale", CachedMNRPlus at "loss.log_scale": compare by short name.
+            # MNRPlus holds its scale at "log_scale_offset", CachedMNRPlus at "loss.log_scale_offset": compare by short name.
             grads[f"loss.{name.rsplit('.', 1)[-1]}"] = p.grad.clone()
     return grads
 
@@ -269,7 +269,7 @@ def test_outer_gradient_scale_reaches_every_parameter(tiny_model) -> None:
     loss_fn = CachedMNRPlus(model, mini_batch_size=4, learnable_scale=True)
     _, full = step(loss_fn, model, cols)
     _, quarter = step(loss_fn, model, cols, factor=0.25)
-    assert "loss.log_scale" in full
+    assert "loss.log_scale_offset" in full
     for name, grad in full.items():
         torch.testing.assert_close(quarter[name], grad * 0.25, **F64, msg=lambda m, name=name: f"{name}: {m}")
 
@@ -411,7 +411,7 @@ def test_options_and_model_card(tiny_model) -> None:
     assert config["scale"] == pytest.approx(25.0)
     assert "gao2021scaling" in loss_fn.citation
     # The learnable scale is a parameter of the loss, so the trainer's optimizer picks it up.
-    assert [n for n, _ in loss_fn.named_parameters() if "log_scale" in n] == ["loss.log_scale"]
+    assert [n for n, _ in loss_fn.named_parameters() if "log_scale" in n] == ["loss.log_scale_offset"]
 
 
 def test_positional_arguments_follow_st_cmnrl(tiny_model) -> None:

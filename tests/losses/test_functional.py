@@ -10,7 +10,8 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 from sentence_transformers.util import cos_sim, dot_score
 
 from st_mnr_plus.losses import MNRPlus
-from st_mnr_plus.losses.functional import MNRSpec, infcl_mnr_loss, mnr_plus_loss, plain_mnr_loss, row_hashes
+from st_mnr_plus.losses.functional import MNRSpec, mnr_plus_loss, plain_mnr_loss, row_hashes
+from st_mnr_plus.losses.identity import UnidentifiableRowsError
 from tests.reference import reference_mnr_loss
 
 # Tolerances by dtype (torch's defaults for float32/float64; bf16 compared against the float32 result).
@@ -135,7 +136,9 @@ def test_masks_and_modes_match_float64_reference(
     for k, (got, leaf) in enumerate(zip(actual_grads, leaves, strict=True)):
         torch.testing.assert_close(got, leaf.grad, msg=f"grad of column {k}", **TOL[torch.float64])
     # d loss / d log_scale = d loss / d scale * scale.
-    torch.testing.assert_close(loss_module.log_scale.grad, scale.grad * 20.0, msg="scale grad", **TOL[torch.float64])
+    torch.testing.assert_close(
+        loss_module.log_scale_offset.grad, scale.grad * 20.0, msg="scale grad", **TOL[torch.float64]
+    )
     assert loss_module.diagnostics["masked_duplicates"] > 0
 
 
@@ -300,19 +303,6 @@ def test_plain_path_masks_like_the_tiled_path():
     assert torch.isfinite(plain_scale_grad)
 
 
-@pytest.mark.parametrize("batch", [1, 5, 9], ids=lambda b: f"B{b}")
-@pytest.mark.parametrize("negatives", [0, 1], ids=lambda n: f"neg{n}")
-def test_infcl_variant_matches_mnrl(batch, negatives):
-    embeddings = _embeddings(batch, 2 + negatives, seed=13)
-    expected, expected_grads = _loss_and_grads(MultipleNegativesRankingLoss(None), embeddings)
-    leaves = [e.clone().requires_grad_() for e in embeddings]
-    actual = infcl_mnr_loss(leaves[0], torch.cat(leaves[1:]), 20.0, tile_cols=4)
-    actual.backward()
-    torch.testing.assert_close(actual, expected, **TOL[torch.float32])
-    for leaf, want in zip(leaves, expected_grads, strict=True):
-        torch.testing.assert_close(leaf.grad, want, **TOL[torch.float32])
-
-
 def test_diagnostics_report_accuracy_similarities_and_scale():
     queries = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     positives = torch.tensor([[1.0, 0.0], [1.0, 0.2], [1.0, 1.1]])
@@ -368,16 +358,17 @@ def test_row_hashes_of_flat_embedding_bag_inputs():
 @pytest.mark.parametrize(
     "features",
     [
-        pytest.param({"pixel_values": torch.zeros(2, 3)}, id="no-input-ids"),
-        pytest.param({"input_ids": torch.zeros(2, 3, 4, dtype=torch.long)}, id="3d"),
         pytest.param(
             {"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 4)}, id="mask-shape"
         ),
         pytest.param({"input_ids": torch.zeros(5, dtype=torch.long)}, id="flat-without-offsets"),
+        pytest.param({"pixel_values": torch.zeros(6, 3), "input_ids": torch.zeros(2, 3, dtype=torch.long)}, id="rows"),
+        pytest.param({"images": [object(), object()], "input_ids": torch.zeros(2, 3, dtype=torch.long)}, id="objects"),
+        pytest.param({"prompt_length": 3}, id="no-tensor"),
     ],
 )
-def test_row_hashes_reject_unusable_features(features):
-    with pytest.raises(ValueError, match=r"input_ids|attention_mask|offsets"):
+def test_row_hashes_reject_features_whose_rows_cannot_be_told(features):
+    with pytest.raises(UnidentifiableRowsError, match=r"attention_mask|offsets|rows|per-row list|no per-row tensor"):
         row_hashes(features)
 
 
@@ -435,13 +426,13 @@ def test_symmetric_is_the_per_direction_two_way_loss():
     assert loss_module.partition_mode == "per_direction"
 
 
-def test_learnable_scale_is_a_clamped_parameter():
+def test_learnable_scale_is_a_parameter_capped_before_each_forward():
     loss_module = MNRPlus(None, scale=20.0, learnable_scale=True, max_scale=30.0)
-    assert [name for name, _ in loss_module.named_parameters()] == ["log_scale"]
+    assert [name for name, _ in loss_module.named_parameters()] == ["log_scale_offset"]
     assert loss_module.scale == pytest.approx(20.0)
     assert loss_module.temperature == pytest.approx(1 / 20.0)
     with torch.no_grad():
-        loss_module.log_scale.fill_(math.log(500.0))
+        loss_module.log_scale_offset.fill_(math.log(500.0 / 20.0))
     assert loss_module.scale == pytest.approx(30.0)
     fixed = MNRPlus(None, scale=20.0)
     assert list(fixed.parameters()) == []

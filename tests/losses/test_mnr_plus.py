@@ -150,7 +150,7 @@ def test_trainer_trains_minilm_on_snli_and_the_model_card_names_mnr_plus(minilm,
     # The learnable scale is trained by the trainer's optimizer: give it its own learning rate so that a few steps
     # move it measurably (the encoder's 5e-5 would change it by ~1e-4).
     loss = MNRPlus(minilm, learnable_scale=True, hard_negatives="own" if output == "triplets" else "shared")
-    trainer = _train(minilm, loss, dataset, tmp_path, learning_rate_mapping={r"log_scale": 0.05})
+    trainer = _train(minilm, loss, dataset, tmp_path, learning_rate_mapping={r"log_scale_offset": 0.05})
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 3
@@ -176,8 +176,8 @@ def test_learnable_scale_gradient_flows_through_forward(tiny_model):
     loss = MNRPlus(tiny_model, learnable_scale=True)
     features = [tiny_model.tokenize(["a cat", "a dog", "the sea"]), tiny_model.tokenize(["cats", "dogs", "waves"])]
     loss(features, None).backward()
-    assert loss.log_scale.grad is not None
-    assert torch.isfinite(loss.log_scale.grad)
-    assert loss.log_scale.grad != 0
-    torch.optim.SGD([loss.log_scale], lr=0.1).step()
+    assert loss.log_scale_offset.grad is not None
+    assert torch.isfinite(loss.log_scale_offset.grad)
+    assert loss.log_scale_offset.grad != 0
+    torch.optim.SGD([loss.log_scale_offset], lr=0.1).step()
     assert loss.scale != pytest.approx(20.0)

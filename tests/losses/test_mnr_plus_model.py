@@ -124,7 +124,7 @@ def test_trainer_trains_minilm_and_the_learnable_scale(minilm, snli_dev, tmp_pat
 
     # The trainer's optimizer holds the loss's log-scale and moved it.
     optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
-    assert id(loss.log_scale) in optimised
+    assert id(loss.log_scale_offset) in optimised
     assert abs(loss.scale - 20.0) > 1e-3
     diagnostics = loss.diagnostics
     assert diagnostics["scale"] != 20.0  # the scale of the last step, after earlier updates
