@@ -26,6 +26,8 @@ _R1, _R2 = 1_000_003, 998_244_353
 _MASK63 = 0x3FFF_FFFF_FFFF_FFFF
 # Features that describe the layout of the others rather than content of their own.
 _LAYOUT_KEYS = frozenset({"attention_mask", "offsets"})
+# Column-level metadata that sentence-transformers may put next to the inputs.
+_METADATA_KEYS = frozenset({"prompt_length"})
 # Bit patterns of floating-point values, compared exactly.
 _BIT_VIEWS = {
     torch.float64: torch.int64,
@@ -76,6 +78,7 @@ def _stable_code(text: str) -> int:
 
 
 def _rows_of(features: Mapping[str, Any]) -> int:
+    """The number of rows: from the token tensors when there are any (as sentence-transformers counts them)."""
     input_ids = features.get("input_ids")
     if isinstance(input_ids, Tensor) and input_ids.ndim == 1:
         offsets = features.get("offsets")
@@ -84,12 +87,21 @@ def _rows_of(features: Mapping[str, Any]) -> int:
                 "1-D input_ids need a 1-D 'offsets' tensor (the EmbeddingBag layout of a StaticEmbedding)"
             )
         return offsets.numel()
-    counts = {key: v.shape[0] for key, v in features.items() if isinstance(v, Tensor) and v.ndim >= 1}
+    for key in ("input_ids", "attention_mask"):
+        value = features.get(key)
+        if isinstance(value, Tensor) and value.ndim >= 2:
+            return value.shape[0]
+    counts = {key: v.shape[0] for key, v in features.items() if _is_per_row_candidate(key, v)}
     if not counts:
         raise UnidentifiableRowsError(f"the features hold no per-row tensor (keys: {sorted(features)})")
     if len(set(counts.values())) > 1:
         raise UnidentifiableRowsError(f"the features' tensors disagree on the number of rows: {counts}")
     return next(iter(counts.values()))
+
+
+def _is_per_row_candidate(key: str, value: Any) -> bool:
+    # prompt_length is batch metadata in sentence-transformers (an int or a 1-element tensor), never content.
+    return isinstance(value, Tensor) and value.ndim >= 1 and key not in _METADATA_KEYS
 
 
 def _flat_token_hash(features: Mapping[str, Any]) -> Tensor:
@@ -160,11 +172,16 @@ def row_hashes(features: Mapping[str, Any]) -> Tensor:
     device = next(v.device for v in features.values() if isinstance(v, Tensor))
     for key in sorted(features):
         value = features[key]
-        if key in _LAYOUT_KEYS:
+        if key in _LAYOUT_KEYS or key in _METADATA_KEYS:
             continue
         if isinstance(value, Tensor):
             if value.ndim == 0:
                 continue  # column-level, the same for every row
+            if value.shape[0] != rows:
+                raise UnidentifiableRowsError(
+                    f"feature {key!r} has {value.shape[0]} entries for {rows} rows (e.g. image patches flattened "
+                    "across rows): its entries cannot be told apart by row"
+                )
             part = _tensor_hash(value, rows, token_mask)
         elif isinstance(value, list | tuple) and len(value) == rows and rows > 0:
             if not all(isinstance(item, str) for item in value):
@@ -176,6 +193,8 @@ def row_hashes(features: Mapping[str, Any]) -> Tensor:
             continue  # column-level metadata
         codes.append(torch.full((rows,), _stable_code(key), dtype=torch.int64, device=device))
         codes.append(part)
+    if not codes:
+        raise UnidentifiableRowsError(f"the features hold no per-row input (keys: {sorted(features)})")
     combined = torch.stack(codes, dim=1)  # (rows, 2 * features)
     width = combined.shape[1]
     positions = torch.arange(width, device=device).expand(rows, width)
