@@ -50,6 +50,7 @@ __all__ = [
     "HARDNESS_MODES",
     "STAT_NAMES",
     "MNRSpec",
+    "diagnostics_from_stats",
     "mnr_plus_loss",
     "plain_mnr_loss",
     "row_hashes",
@@ -429,3 +430,23 @@ def mnr_plus_loss(
     if similarity not in ("cos", "dot"):
         raise ValueError(f"similarity must be 'cos' or 'dot', got {similarity!r}")
     return tiled_mnr_loss(queries, candidates, scale, spec, query_ids, candidate_ids, normalize=similarity == "cos")
+
+
+def diagnostics_from_stats(stats: Tensor, rows: int, scale: float | Tensor) -> dict[str, float]:
+    """The per-batch figures :class:`~st_mnr_plus.losses.MNRPlus` reports, from the :data:`STAT_NAMES` sums.
+
+    Returns ``accuracy``, ``positive_similarity``, ``hardest_negative_similarity`` (NaN when no row has a
+    negative), ``masked_fraction``, ``masked_duplicates`` and ``scale``, as Python floats.
+    """
+    values = dict(zip(STAT_NAMES, stats.tolist(), strict=True))
+    with_negatives = values["rows_with_negatives"]
+    return {
+        "accuracy": values["correct"] / rows,
+        "positive_similarity": values["positive_similarity_sum"] / rows,
+        "hardest_negative_similarity": (
+            values["hardest_negative_similarity_sum"] / with_negatives if with_negatives else float("nan")
+        ),
+        "masked_fraction": values["masked"] / values["negatives"] if values["negatives"] else 0.0,
+        "masked_duplicates": values["masked_duplicates"],
+        "scale": float(scale),
+    }

@@ -19,7 +19,13 @@ from sentence_transformers.util import similarity_fct_name as _similarity_fct_na
 from torch import Tensor, nn
 
 from st_mnr_plus.losses import options as opt
-from st_mnr_plus.losses.functional import DEFAULT_TILE_ELEMENTS, STAT_NAMES, MNRSpec, mnr_plus_loss, plain_mnr_loss
+from st_mnr_plus.losses.functional import (
+    DEFAULT_TILE_ELEMENTS,
+    MNRSpec,
+    diagnostics_from_stats,
+    mnr_plus_loss,
+    plain_mnr_loss,
+)
 from st_mnr_plus.losses.identity import UnidentifiableRowsError, row_hashes
 from st_mnr_plus.losses.options import Option
 
@@ -444,19 +450,7 @@ class MNRPlus(nn.Module):
         """
         if self._stats is None:
             return {}
-        values = dict(zip(STAT_NAMES, self._stats.tolist(), strict=True))
-        rows = self._stats_rows
-        with_negatives = values["rows_with_negatives"]
-        return {
-            "accuracy": values["correct"] / rows,
-            "positive_similarity": values["positive_similarity_sum"] / rows,
-            "hardest_negative_similarity": (
-                values["hardest_negative_similarity_sum"] / with_negatives if with_negatives else float("nan")
-            ),
-            "masked_fraction": values["masked"] / values["negatives"] if values["negatives"] else 0.0,
-            "masked_duplicates": values["masked_duplicates"],
-            "scale": float(self._stats_scale),
-        }
+        return diagnostics_from_stats(self._stats, self._stats_rows, self._stats_scale)
 
     # ---- model card ----------------------------------------------------------------------------------------
 
