@@ -257,6 +257,13 @@ class MNRPlus(nn.Module):
         self.partition_mode = partition_mode
         self.hardness_mode = hardness_mode
         self.hardness_strength = hardness_strength
+        self.mask_duplicates = mask_duplicates
+        self.false_negative_margin = false_negative_margin
+        self.false_negative_ratio = false_negative_ratio
+        self.max_scale = max_scale
+        self.scale_learning_rate = scale_learning_rate
+        self.hard_negatives = hard_negatives
+        self.tile_size = tile_size
         if opt.check_bool(symmetric, "symmetric"):
             if self.directions != ("query_to_doc",):
                 raise ValueError(
@@ -270,13 +277,6 @@ class MNRPlus(nn.Module):
                 "hardness_mode=%r is set but hardness_strength=0.0, so hardness weighting has no effect.",
                 self.hardness_mode,
             )
-        self.mask_duplicates = mask_duplicates
-        self.false_negative_margin = false_negative_margin
-        self.false_negative_ratio = false_negative_ratio
-        self.max_scale = max_scale
-        self.scale_learning_rate = scale_learning_rate
-        self.hard_negatives = hard_negatives
-        self.tile_size = tile_size
         self._learnable = opt.check_bool(learnable_scale, "learnable_scale")
         scale = opt.check_positive(scale, "scale")
         if self._learnable:
