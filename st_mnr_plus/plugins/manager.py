@@ -78,7 +78,9 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             "to skip it."
         ) from exc
     for plugin, dist in pm.list_plugin_distinfo():
-        logger.debug("Registered st-mnr-plus plugin %r from %s %s", pm.get_name(plugin), dist.project_name, dist.version)
+        logger.debug(
+            "Registered st-mnr-plus plugin %r from %s %s", pm.get_name(plugin), dist.project_name, dist.version
+        )
     logger.debug("Loaded %d st-mnr-plus plugin(s) from entry points.", count)
 
 
