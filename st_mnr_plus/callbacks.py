@@ -109,6 +109,32 @@ class _LogCallback(TrainerCallback):
         callbacks.insert(position, self)
         return self
 
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        if self._is_training_log(logs):
+            figures = self._figures(args)
+            if figures is not None:
+                self._add(state, logs, figures)
+                self._reset()
+        self._after_log()
+
+    def _figures(self, args: TrainingArguments) -> dict[str, float] | None:
+        """The figures of the interval since the last training log; ``None`` when there are none to log yet."""
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        """Start a new interval."""
+        raise NotImplementedError
+
+    def _after_log(self) -> None:
+        """Called after every log, training or not."""
+
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         self._remove_hooks()
         self._in_step = False
@@ -230,22 +256,14 @@ class MNRDiagnosticsCallback(_LogCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         self._in_step = False
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        if not self._is_training_log(logs) or not self._counts:
-            return
+    def _figures(self, args: TrainingArguments) -> dict[str, float] | None:
+        if not self._counts:
+            return None
         figures = {}
         for key, total in self._sums.items():
             latest = key.endswith("scale")
             figures[key] = self._latest[key] if latest else total / self._counts[key]
-        self._add(state, logs, figures)
-        self._reset()
+        return figures
 
     def _reset(self) -> None:
         self._sums.clear()
@@ -379,28 +397,23 @@ class ThroughputCallback(_LogCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         self._restart_clock()
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        if self._is_training_log(logs) and self._steps > 0 and self._seconds > 0:
-            figures: dict[str, float] = {}
-            if self.losses:
-                samples = self._samples
-            else:
-                samples = (
-                    self._steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-                )
-            figures[f"{self.prefix}samples_per_second"] = samples / self._seconds
-            if self._tokens_seen:
-                figures[f"{self.prefix}tokens_per_second"] = self._tokens / self._seconds
-            figures.update(self._memory())
-            self._add(state, logs, figures)
-            self._reset()
+    def _figures(self, args: TrainingArguments) -> dict[str, float] | None:
+        if self._steps == 0 or self._seconds <= 0:
+            return None
+        figures: dict[str, float] = {}
+        if self.losses:
+            samples = self._samples
+        else:
+            samples = (
+                self._steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            )
+        figures[f"{self.prefix}samples_per_second"] = samples / self._seconds
+        if self._tokens_seen:
+            figures[f"{self.prefix}tokens_per_second"] = self._tokens / self._seconds
+        figures.update(self._memory())
+        return figures
+
+    def _after_log(self) -> None:
         self._restart_clock()
 
     def _memory(self) -> dict[str, float]:
