@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,37 +37,27 @@ class HubSpec:
     """What we know about a hub copy: where it lives, its columns, its score range and its labelled splits."""
 
     path: str
-    config: str | None
-    columns: tuple[str, str, str]
     score_range: ScoreRange
-    splits: dict[str, str]
+    config: str | None = None
+    columns: tuple[str, str, str] = ("sentence1", "sentence2", "score")
+    splits: dict[str, str] = field(
+        default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"}
+    )
     note: str = ""
 
 
 _GLUE_STSB = HubSpec(
     "nyu-mll/glue",
-    "stsb",
-    ("sentence1", "sentence2", "label"),
     (0.0, 5.0),
-    {"train": "train", "validation": "validation"},
+    config="stsb",
+    columns=("sentence1", "sentence2", "label"),
+    splits={"train": "train", "validation": "validation"},
     note="GLUE's stsb test split has no labels (they are -1): use sentence-transformers/stsb, "
     "mteb/stsbenchmark-sts or the original release (the default) for the test split.",
 )
 _STSB_HUB: dict[str, HubSpec] = {
-    "sentence-transformers/stsb": HubSpec(
-        "sentence-transformers/stsb",
-        None,
-        ("sentence1", "sentence2", "score"),
-        (0.0, 1.0),
-        {"train": "train", "validation": "validation", "test": "test"},
-    ),
-    "mteb/stsbenchmark-sts": HubSpec(
-        "mteb/stsbenchmark-sts",
-        None,
-        ("sentence1", "sentence2", "score"),
-        (0.0, 5.0),
-        {"train": "train", "validation": "validation", "test": "test"},
-    ),
+    "sentence-transformers/stsb": HubSpec("sentence-transformers/stsb", (0.0, 1.0)),
+    "mteb/stsbenchmark-sts": HubSpec("mteb/stsbenchmark-sts", (0.0, 5.0)),
     "glue": _GLUE_STSB,
     "glue/stsb": _GLUE_STSB,
     "nyu-mll/glue": _GLUE_STSB,
@@ -76,10 +66,8 @@ _STSB_HUB: dict[str, HubSpec] = {
 _SICKR_HUB: dict[str, HubSpec] = {
     "mteb/sickr-sts": HubSpec(
         "mteb/sickr-sts",
-        None,
-        ("sentence1", "sentence2", "score"),
         (1.0, 5.0),
-        {"test": "test"},
+        splits={"test": "test"},
         note="mteb/sickr-sts has only the test split; for train/validation pass a folder holding the SICK release.",
     ),
 }
@@ -103,6 +91,41 @@ class Pairs:
 # Readers of the original releases
 
 
+class _ReleaseLines:
+    """The pairs of a tab-separated release file, collected line by line, with each pair's line number."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sentences1: list[str] = []
+        self.sentences2: list[str] = []
+        self.scores: list[float] = []
+        self.lines: list[int] = []
+        self.blank = 0
+
+    def fields(self, handle: Iterable[str], start: int) -> Iterator[tuple[int, list[str]]]:
+        """(line number, tab-separated fields) of each line from ``start`` on; blank lines are counted, not given."""
+        for line_no, line in enumerate(handle, start=start):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                self.blank += 1
+                continue
+            yield line_no, line.split("\t")
+
+    def add(self, line_no: int, sentence1: str, sentence2: str, score: str, field: str) -> None:
+        self.scores.append(_parse_score(score, f"{self.path}:{line_no}, {field}"))
+        self.sentences1.append(sentence1)
+        self.sentences2.append(sentence2)
+        self.lines.append(line_no)
+
+    def pairs(self, score_range: ScoreRange) -> Pairs:
+        path, lines = self.path, self.lines
+        if self.blank:
+            logger.info("%s: skipped %d blank line(s).", path, self.blank)
+        return Pairs(
+            self.sentences1, self.sentences2, self.scores, str(path), lambda i: f"{path}:{lines[i]}", score_range
+        )
+
+
 def read_stsb_csv(path: Path) -> Pairs:
     """Read one file of the original STSb release.
 
@@ -110,30 +133,16 @@ def read_stsb_csv(path: Path) -> Pairs:
     sentence2`` and on some lines trailing source notes. Quotes inside sentences and the ragged lines trip
     generic CSV readers, so each line is split on tabs and fields 4-6 (0-based) are taken verbatim.
     """
-    sentences1: list[str] = []
-    sentences2: list[str] = []
-    scores: list[float] = []
-    lines: list[int] = []
-    blank = 0
+    rows = _ReleaseLines(path)
     with path.open(encoding="utf-8", newline="") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                blank += 1
-                continue
-            fields = line.split("\t")
+        for line_no, fields in rows.fields(handle, start=1):
             if len(fields) < 7:
                 raise ValueError(
                     f"{path}:{line_no}: expected at least 7 tab-separated fields (genre, file, year, id, score, "
                     f"sentence1, sentence2), got {len(fields)}."
                 )
-            scores.append(_parse_score(fields[4], f"{path}:{line_no}, field 5 (score)"))
-            sentences1.append(fields[5])
-            sentences2.append(fields[6])
-            lines.append(line_no)
-    if blank:
-        logger.info("%s: skipped %d blank line(s).", path, blank)
-    return Pairs(sentences1, sentences2, scores, str(path), lambda i: f"{path}:{lines[i]}", (0.0, 5.0))
+            rows.add(line_no, fields[5], fields[6], fields[4], "field 5 (score)")
+    return rows.pairs((0.0, 5.0))
 
 
 def read_sick_txt(path: Path, semeval_set: str | None = None) -> Pairs:
@@ -142,11 +151,8 @@ def read_sick_txt(path: Path, semeval_set: str | None = None) -> Pairs:
     Columns are found by their header names, so the per-split files and the single ``SICK.txt`` (which adds
     ``SemEval_set``; rows of other sets are filtered out by ``semeval_set``, and counted) both read.
     """
-    sentences1: list[str] = []
-    sentences2: list[str] = []
-    scores: list[float] = []
-    lines: list[int] = []
-    other_set = blank = 0
+    rows = _ReleaseLines(path)
+    other_set = 0
     with path.open(encoding="utf-8-sig", newline="") as handle:
         header_line = handle.readline().rstrip("\r\n")
         header = header_line.split("\t")
@@ -159,12 +165,7 @@ def read_sick_txt(path: Path, semeval_set: str | None = None) -> Pairs:
             )
         col_a, col_b, col_score = (header.index(name) for name in required[:3])
         col_set = header.index("SemEval_set") if semeval_set else None
-        for line_no, line in enumerate(handle, start=2):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                blank += 1
-                continue
-            fields = line.split("\t")
+        for line_no, fields in rows.fields(handle, start=2):
             if len(fields) != len(header):
                 raise ValueError(
                     f"{path}:{line_no}: expected {len(header)} tab-separated fields like the header, got {len(fields)}."
@@ -172,17 +173,17 @@ def read_sick_txt(path: Path, semeval_set: str | None = None) -> Pairs:
             if col_set is not None and fields[col_set] != semeval_set:
                 other_set += 1
                 continue
-            scores.append(_parse_score(fields[col_score], f"{path}:{line_no}, column relatedness_score"))
-            sentences1.append(fields[col_a])
-            sentences2.append(fields[col_b])
-            lines.append(line_no)
-    if blank:
-        logger.info("%s: skipped %d blank line(s).", path, blank)
+            rows.add(line_no, fields[col_a], fields[col_b], fields[col_score], "column relatedness_score")
+    pairs = rows.pairs((1.0, 5.0))
     if other_set:
         logger.info(
-            "%s: kept %d pairs of SemEval_set %s, left %d of other sets.", path, len(lines), semeval_set, other_set
+            "%s: kept %d pairs of SemEval_set %s, left %d of other sets.",
+            path,
+            len(rows.lines),
+            semeval_set,
+            other_set,
         )
-    return Pairs(sentences1, sentences2, scores, str(path), lambda i: f"{path}:{lines[i]}", (1.0, 5.0))
+    return pairs
 
 
 def _parse_score(raw: Any, where: str) -> float:
