@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: Every reason an input row can be skipped for, in the order reports list them.
@@ -68,19 +68,10 @@ class BuildReport:
         return sum(self.skipped.values())
 
     def as_dict(self) -> dict[str, Any]:
-        """The counts as plain JSON-serialisable values."""
-        return {
-            "output": self.output,
-            "sources": list(self.sources),
-            "rows_read": self.rows_read,
-            "rows_kept": self.rows_kept,
-            "rows_skipped": self.rows_skipped,
-            "rows_out": self.rows_out,
-            "reversed_added": self.reversed_added,
-            "reversed_duplicates": self.reversed_duplicates,
-            "skipped": dict(self.skipped),
-            "rows_read_by_source": dict(self.rows_read_by_source),
-        }
+        """The counts as plain JSON-serialisable values (copies), ``rows_skipped`` included after ``rows_kept``."""
+        items = list(asdict(self).items())
+        items.insert([key for key, _ in items].index("rows_kept") + 1, ("rows_skipped", self.rows_skipped))
+        return dict(items)
 
     def __str__(self) -> str:
         n_sources = len(self.sources)
