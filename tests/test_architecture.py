@@ -17,9 +17,12 @@ Each failure lists every offender (file, line, name, size), so that the message 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 PACKAGE = "st_mnr_plus"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
@@ -332,3 +335,23 @@ def test_no_private_names_of_other_packages():
     )
     stale = set(ALLOWED_PRIVATE_IMPORTS) - allowed
     assert not stale, f"ALLOWED_PRIVATE_IMPORTS lists imports the package no longer makes: {sorted(stale)}"
+
+
+# ------------------------------------------------------------------------------------------------ packaging
+
+
+def test_installed_versions_are_inside_the_declared_ranges():
+    # The ranges in pyproject.toml are the ones the suite runs against: a run on a version outside one is a
+    # run that could widen it (see the README's Development section), not a pass of the declared range.
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = [Requirement(line) for line in project["dependencies"]]
+    outside = []
+    for requirement in requirements:
+        installed = importlib.metadata.version(requirement.name)
+        if not requirement.specifier.contains(installed, prereleases=True):
+            outside.append(f"{requirement.name} {installed} is outside {requirement.specifier}")
+    assert {r.name for r in requirements} >= {"sentence-transformers", "transformers", "datasets", "pyarrow"}
+    assert not outside, "Installed versions outside pyproject.toml's ranges:\n  " + "\n  ".join(outside)
