@@ -42,8 +42,8 @@ def _blocked_names() -> tuple[bool, set[str]]:
     return False, {name.strip() for name in value.split(",") if name.strip()}
 
 
-def _failed_entry_point(pm: pluggy.PluginManager) -> tuple[str, str, str]:
-    """(entry-point name, its value, its distribution with version) of the entry point pluggy failed to load.
+def _failed_entry_point(pm: pluggy.PluginManager) -> tuple[str, str, str, str]:
+    """(name, value, distribution, its version) of the entry point pluggy failed to load.
 
     ``load_setuptools_entrypoints`` walks ``importlib.metadata.distributions()`` in order and registers each entry
     point before it loads the next, so the one that failed is the first of the group neither registered nor
@@ -52,8 +52,8 @@ def _failed_entry_point(pm: pluggy.PluginManager) -> tuple[str, str, str]:
     for dist in importlib.metadata.distributions():
         for ep in dist.entry_points:
             if ep.group == NAME and not pm.has_plugin(ep.name) and not pm.is_blocked(ep.name):
-                return ep.name, ep.value, f"{dist.metadata['Name'] or '<unknown distribution>'} {dist.version}"
-    return "?", "?", "<unknown distribution>"
+                return ep.name, ep.value, dist.metadata["Name"] or "<unknown distribution>", dist.version
+    return "?", "?", "<unknown distribution>", "?"
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
@@ -71,11 +71,10 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
     except pluggy.PluginValidationError:
         raise  # imported, but its hook implementations do not match the specs: pluggy's message names it
     except Exception as exc:
-        name, value, dist = _failed_entry_point(pm)
+        name, value, dist, version = _failed_entry_point(pm)
         raise PluginLoadError(
-            f"st-mnr-plus plugin {name!r} ({value}) from distribution {dist} failed to import: "
-            f"{type(exc).__name__}: {exc}. Fix or uninstall {dist.rsplit(' ', 1)[0]}, or set {DISABLE_ENV}={name} "
-            "to skip it."
+            f"st-mnr-plus plugin {name!r} ({value}) from distribution {dist} {version} failed to import: "
+            f"{type(exc).__name__}: {exc}. Fix or uninstall {dist}, or set {DISABLE_ENV}={name} to skip it."
         ) from exc
     for plugin, dist in pm.list_plugin_distinfo():
         logger.debug(
