@@ -138,6 +138,28 @@ def test_plugin_that_fails_to_import_is_reported_with_its_distribution(install_p
     assert isinstance(info.value.__cause__, ModuleNotFoundError)
 
 
+@pytest.mark.parametrize("broken_first", [True, False], ids=["broken-loaded-first", "broken-loaded-second"])
+def test_the_failing_plugin_is_named_beside_a_working_one(install_plugin, broken_first):
+    # Each install goes to the front of sys.path: the one installed last is loaded first.
+    installs = [
+        ("st-mnr-plus-thirdparty", "thirdparty_plugin", PLUGIN_SOURCE),
+        ("st-mnr-plus-broken", "broken_plugin", "raise RuntimeError('broken at import')\n"),
+    ]
+    for dist, module, source in installs if broken_first else installs[::-1]:
+        install_plugin(dist, module, source)
+    with pytest.raises(
+        PluginLoadError, match=r"'broken_plugin' \(broken_plugin\) from distribution st-mnr-plus-broken 0\.1"
+    ):
+        registry.names("loss")
+
+
+def test_a_blocked_plugin_is_never_imported(install_plugin, monkeypatch):
+    install_plugin("st-mnr-plus-broken", "broken_plugin", "import a_module_that_does_not_exist\n")
+    monkeypatch.setenv("ST_MNR_PLUS_DISABLE_PLUGINS", "broken_plugin")
+    assert "mnrl" in registry.names("loss")
+    assert "broken_plugin" not in sys.modules
+
+
 def test_hook_returning_a_non_dict_names_the_plugin(install_plugin):
     install_plugin(
         "st-mnr-plus-list",
