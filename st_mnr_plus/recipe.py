@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 # Losses whose gradient-cached sibling `--mini-batch-size` selects.
 CACHED_VARIANTS = {"mnr_plus": "cached_mnr_plus", "mnrl": "cached_mnrl"}
 
+FINAL_MODEL_DIR = "final"
+"""Folder under the output directory that holds the trained model and its model card."""
+
 INTERRUPTED_CHECKPOINT = "checkpoint-interrupted"
 """Folder, inside the output directory, that Ctrl-C leaves: a checkpoint the trainer can resume from."""
 
@@ -935,8 +938,8 @@ def write_config(path: Path, arguments: Mapping[str, Any]) -> Path:
 def run_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run the recipe end to end and return the results summary (also written to ``results.json``).
 
-    The output directory (the trainer's ``output_dir``) ends up holding the trained model with its model card,
-    ``results.json`` (with every resolved argument), ``config.yaml`` (the same arguments, reusable with
+    The output directory (the trainer's ``output_dir``) ends up holding the trained model with its model card in
+    ``final/``, ``results.json`` (with every resolved argument), ``config.yaml`` (the same arguments, reusable with
     ``--config``), ``training.png``, the trainer's ``checkpoint-<step>`` folders and its reporters' logs. With
     ``push_to_hub`` the folder is uploaded as the trainer does (checkpoints left out).
 
@@ -986,8 +989,8 @@ def run_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | None =
     logger.info("Evaluating after training ...")
     scores_after = evaluate(model, recipe.test_evaluators)
     _name_sampler_in_model_card(model, recipe.sampler, options.sampler)
-    if not recipe.args.push_to_hub:
-        trainer.save_model(str(output_dir))  # with push_to_hub, push_to_hub() below saves it (and uploads once)
+    final_dir = output_dir / FINAL_MODEL_DIR
+    trainer.save_model(str(final_dir))  # with push_to_hub, push_to_hub() below also saves it into output_dir
     plot = plot_history(trainer.state.log_history, output_dir / "training.png")
 
     metrics = train_output.metrics
@@ -999,7 +1002,7 @@ def run_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | None =
             "train_loss": metrics.get("train_loss"),
             "scores_before": scores_before,
             "scores_after": scores_after,
-            "model_dir": str(output_dir),
+            "model_dir": str(final_dir),
             "plot": str(plot) if plot else None,
             "hub_model_id": getattr(trainer, "hub_model_id", None) if recipe.args.push_to_hub else None,
             "wall_time_s": round(time.perf_counter() - started, 1),
