@@ -765,35 +765,12 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
         RecipeError: a configuration that cannot work (unknown component or argument, existing output directory,
             offline hub, a checkpoint that cannot be resumed).
     """
-    from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.base.evaluation.sequential import SequentialEvaluator
-
-    from st_mnr_plus.callbacks import LossStateCallback, loss_own_parameters
-
     options.validate()
     given = dict(training_args or {})
     _check_training_keys(given)
-    # Resolve every component by name first: a typo fails in a second, not after the data is built.
-    for kind, names in (
-        ("dataset_builder", [options.builder]),
-        ("loss", [CACHED_VARIANTS.get(options.loss, options.loss) if options.mini_batch_size else options.loss]),
-        ("batch_sampler", [options.sampler]),
-        ("evaluator", options.evaluators),
-        ("callback", options.callbacks),
-    ):
-        for name in names:
-            registry.get(kind, name)
-
+    _resolve_components(options)
     resume_value = given.get("resume_from_checkpoint")
-    if given.get("output_dir"):
-        output_dir = str(given["output_dir"])
-    elif _resume_kind(resume_value) == "path":
-        # Continue in the run's own folder.
-        output_dir = str(Path(str(resume_value)).expanduser().parent)
-    else:
-        # A fresh directory per run by default, like the sentence-transformers training scripts.
-        output_dir = f"output/st-mnr-plus-{time.strftime('%Y%m%d-%H%M%S')}"
-    output_path = Path(output_dir).expanduser()
+    output_path = _output_path(given)
     output_dir = str(output_path)
     # Check the arguments before the data is built; the final ones come once the number of steps is known.
     early = _trainer_values(options, given, total_steps=None, output_dir=output_dir)
@@ -801,12 +778,7 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
     _make_training_arguments(early, quiet=True)
     resume_from = resolve_resume(resume_value, output_path)
     if not options.dry_run:
-        inside = resume_from is not None and output_path.resolve() in resume_from.resolve().parents
-        if inside:
-            # The run continues in its own folder: nothing is deleted, --overwrite (kept in a config.yaml) or not.
-            logger.info("Resuming in %s from %s.", output_path, resume_from)
-        else:
-            prepare_output_dir(output_path, options.overwrite)
+        _prepare_run_folder(output_path, resume_from, options.overwrite)
 
     seed = early["seed"]
     logger.info("Building %s with the %r builder ...", options.kind, options.builder)
@@ -819,10 +791,7 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
     dev_evaluators = build_evaluators(options.evaluators, "validation", options.evaluator_options)
     callbacks = build_callbacks(options.callbacks, loss)
 
-    batch = early["per_device_train_batch_size"] * early.get("gradient_accumulation_steps", 1)
-    steps_per_epoch = max(1, len(train_dataset) // batch)
-    max_steps = early.get("max_steps", -1)
-    total_steps = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * early["num_train_epochs"])
+    total_steps = _total_steps(early, len(train_dataset))
     values = _trainer_values(options, given, total_steps=total_steps, output_dir=output_dir)
     values["batch_sampler"] = sampler_cls
     if resume_from is not None:
@@ -874,6 +843,59 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
         summary["dry_run"] = True
         return prepared
 
+    _attach_trainer(prepared, callbacks)
+    return prepared
+
+
+def _prepare_run_folder(output_path: Path, resume_from: Path | None, overwrite: bool) -> None:
+    if resume_from is not None and output_path.resolve() in resume_from.resolve().parents:
+        # The run continues in its own folder: nothing is deleted, --overwrite (kept in a config.yaml) or not.
+        logger.info("Resuming in %s from %s.", output_path, resume_from)
+    else:
+        prepare_output_dir(output_path, overwrite)
+
+
+def _total_steps(values: Mapping[str, Any], rows: int) -> int:
+    """Optimizer steps of the run: ``max_steps``, or the epochs' worth of full batches."""
+    if values.get("max_steps", -1) > 0:
+        return values["max_steps"]
+    batch = values["per_device_train_batch_size"] * values.get("gradient_accumulation_steps", 1)
+    return math.ceil(max(1, rows // batch) * values["num_train_epochs"])
+
+
+def _resolve_components(options: RecipeOptions) -> None:
+    """Look every component up by name first: a typo fails in a second, not after the data is built."""
+    loss = CACHED_VARIANTS.get(options.loss, options.loss) if options.mini_batch_size else options.loss
+    for kind, names in (
+        ("dataset_builder", [options.builder]),
+        ("loss", [loss]),
+        ("batch_sampler", [options.sampler]),
+        ("evaluator", options.evaluators),
+        ("callback", options.callbacks),
+    ):
+        for name in names:
+            registry.get(kind, name)
+
+
+def _output_path(given: Mapping[str, Any]) -> Path:
+    """The run's folder: ``output_dir``, else the folder of the checkpoint it resumes, else a fresh one."""
+    resume_value = given.get("resume_from_checkpoint")
+    if given.get("output_dir"):
+        return Path(str(given["output_dir"])).expanduser()
+    if _resume_kind(resume_value) == "path":
+        return Path(str(resume_value)).expanduser().parent  # continue in the run's own folder
+    # A fresh directory per run by default, like the sentence-transformers training scripts.
+    return Path(f"output/st-mnr-plus-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _attach_trainer(prepared: PreparedRecipe, callbacks: list[Any]) -> None:
+    """Build the trainer for a prepared recipe, with the callbacks ahead of the reporters and the loss's state."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.base.evaluation.sequential import SequentialEvaluator
+
+    from st_mnr_plus.callbacks import LossStateCallback, loss_own_parameters
+
+    options, model, loss = prepared.options, prepared.model, prepared.loss
     # The model card names the data; the loss it names itself, the sampler is added after training.
     model.model_card_data.train_datasets = [
         {"name": f"{_describe_sources(list(options.sources) or [bundled_snli_path()])} ({options.kind})"}
@@ -883,10 +905,10 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
     try:
         trainer = SentenceTransformerTrainer(
             model=model,
-            args=args,
-            train_dataset=train_dataset,
+            args=prepared.args,
+            train_dataset=prepared.train_dataset,
             loss=loss,
-            evaluator=SequentialEvaluator(dev_evaluators) if dev_evaluators else None,
+            evaluator=SequentialEvaluator(prepared.dev_evaluators) if prepared.dev_evaluators else None,
             callbacks=[cb for cb in callbacks if cb not in attachable],
         )
     except Exception as exc:
@@ -902,12 +924,9 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
         raise
     for callback in reversed(attachable):
         callback.attach(trainer)
-    loss_state = None
-    if loss_own_parameters(loss):
-        loss_state = LossStateCallback(loss).attach(trainer)
     prepared.trainer = trainer
-    prepared.loss_state = loss_state
-    return prepared
+    if loss_own_parameters(loss):
+        prepared.loss_state = LossStateCallback(loss).attach(trainer)
 
 
 def _name_sampler_in_model_card(model, sampler_cls: type, name: str) -> None:
