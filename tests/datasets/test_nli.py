@@ -10,7 +10,6 @@ from pathlib import Path
 import datasets
 import pytest
 
-from st_mnr_plus import registry
 from st_mnr_plus.datasets.nli import (
     SKIP_REASONS,
     BuildReport,
@@ -473,10 +472,6 @@ def test_cache_dir_keeps_the_arrow_file(tmp_path, snli_dev):
 def test_show_progress(snli_dev, capsys):
     build_nli(snli_dev, show_progress=True)
     assert "snli_1.0_dev.jsonl" in capsys.readouterr().err
-
-
-def test_registered_as_dataset_builder():
-    assert registry.get("dataset_builder", "nli") is build_nli
 
 
 # ------------------------------------------------------------------------------------------ bad input
