@@ -13,8 +13,11 @@ from pathlib import Path
 import datasets
 import pytest
 
+<<<<<<< HEAD
 from st_mnr_plus import registry
 from st_mnr_plus.datasets._build import pair_order
+=======
+>>>>>>> tests
 from st_mnr_plus.datasets.nli import (
     SKIP_REASONS,
     BuildReport,
@@ -506,10 +509,6 @@ print(pairs.cache_files[0]["filename"])
 def test_show_progress(snli_dev, capsys):
     build_nli(snli_dev, show_progress=True)
     assert "snli_1.0_dev.jsonl" in capsys.readouterr().err
-
-
-def test_registered_as_dataset_builder():
-    assert registry.get("dataset_builder", "nli") is build_nli
 
 
 # ------------------------------------------------------------------------------------------ bad input

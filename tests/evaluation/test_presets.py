@@ -13,7 +13,6 @@ from datasets import Dataset, DatasetDict
 from sentence_transformers.base.evaluation.sequential import SequentialEvaluator
 from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator, TripletEvaluator
 
-from st_mnr_plus import registry
 from st_mnr_plus.evaluation import (
     PACKAGED_STSB,
     STSEvaluator,
@@ -494,7 +493,6 @@ def test_nli_triplet_evaluator_equals_a_hand_built_one(tiny_model):
     )
     results = evaluator(tiny_model)
     assert results == hand(tiny_model)
-    assert 0.0 <= results["nli-triplets_cosine_accuracy"] <= 1.0
     assert len(nli_triplet_evaluator(triplets, max_triplets=2).anchors) == 2
 
 
@@ -569,17 +567,3 @@ def test_sts_suite_runs_both_presets_and_scores_their_mean(tiny_model, sick_dir:
 def test_sts_suite_bad_arguments(kwargs, error):
     with pytest.raises(ValueError, match=error):
         sts_suite(**kwargs)
-
-
-@pytest.mark.parametrize(
-    ("name", "factory"),
-    [
-        ("stsb", stsb_evaluator),
-        ("sickr", sickr_evaluator),
-        ("nli_triplets", nli_triplet_evaluator),
-        ("sts_suite", sts_suite),
-    ],
-)
-def test_presets_are_registered(name, factory):
-    assert registry.get("evaluator", name) is factory
-    assert registry.source("evaluator", name) == "st_mnr_plus.builtin"

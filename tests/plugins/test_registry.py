@@ -52,11 +52,46 @@ def test_builtins_register_through_the_hooks():
     assert registry.source("loss", "mnrl") == BUILTIN_NAME
 
 
+def _builtins() -> dict[str, dict[str, object]]:
+    """Every built-in name under its kind, with the public object it must resolve to."""
+    from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+
+    import st_mnr_plus
+
+    return {
+        "loss": {
+            "mnr_plus": st_mnr_plus.MNRPlus,
+            "cached_mnr_plus": st_mnr_plus.CachedMNRPlus,
+            "mnrl": MultipleNegativesRankingLoss,
+            "cached_mnrl": CachedMultipleNegativesRankingLoss,
+        },
+        "batch_sampler": {
+            "no_duplicates": st_mnr_plus.NoDuplicatesSampler,
+            "st_no_duplicates": NoDuplicatesBatchSampler,
+            "default": DefaultBatchSampler,
+        },
+        "dataset_builder": {"nli": st_mnr_plus.build_nli},
+        "evaluator": {
+            "stsb": st_mnr_plus.stsb_evaluator,
+            "sickr": st_mnr_plus.sickr_evaluator,
+            "nli_triplets": st_mnr_plus.nli_triplet_evaluator,
+            "sts_suite": st_mnr_plus.sts_suite,
+        },
+        "callback": {
+            "mnr_diagnostics": st_mnr_plus.MNRDiagnosticsCallback,
+            "throughput": st_mnr_plus.ThroughputCallback,
+        },
+    }
+
+
 @pytest.mark.parametrize("kind", registry.KINDS)
-def test_names_of_every_kind_are_sorted_strings(kind):
-    names = registry.names(kind)
-    assert names == sorted(names)
-    assert all(isinstance(name, str) for name in names)
+def test_every_builtin_is_registered_under_its_kind(kind):
+    """The one place that checks registration: each built-in name resolves to its public object, and the
+    built-in plugin registers nothing else."""
+    expected = _builtins()[kind]
+    assert {name: registry.get(kind, name) for name in expected} == expected
+    assert {name for name in registry.names(kind) if registry.source(kind, name) == BUILTIN_NAME} == expected.keys()
 
 
 def test_third_party_plugin_is_discovered_from_its_entry_point(install_plugin):
