@@ -223,11 +223,20 @@ class MNRDiagnosticsCallback(_LogCallback):
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._latest: dict[str, float] = {}
+        # (name, (statistics, rows, scale)) of the forwards since the last log, not yet read from the device.
+        self._pending: list[tuple[str, tuple[Any, int, Any]]] = []
 
     def _collect(self, name: str, module: nn.Module) -> None:
         if not self._in_step:
             return  # an eval-loss forward, or one outside the training loop
-        diagnostics = getattr(module, "diagnostics", None)
+        statistics = getattr(module, "statistics", None)
+        if statistics is not None:
+            # Still on the device: read at the next log, so that a training step never waits for the GPU.
+            self._pending.append((name, statistics))
+            return
+        self._add_diagnostics(name, getattr(module, "diagnostics", None), module)
+
+    def _add_diagnostics(self, name: str, diagnostics: Any, module: nn.Module | None = None) -> None:
         if not isinstance(diagnostics, Mapping):
             raise TypeError(
                 f"MNRDiagnosticsCallback: the loss {type(module).__name__} left no `diagnostics` dict after its "
@@ -257,6 +266,11 @@ class MNRDiagnosticsCallback(_LogCallback):
         self._in_step = False
 
     def _figures(self, args: TrainingArguments) -> dict[str, float] | None:
+        from st_mnr_plus.losses.functional import diagnostics_from_stats
+
+        for name, (stats, rows, scale) in self._pending:
+            self._add_diagnostics(name, diagnostics_from_stats(stats, rows, scale))
+        self._pending.clear()
         if not self._counts:
             return None
         figures = {}
@@ -269,6 +283,7 @@ class MNRDiagnosticsCallback(_LogCallback):
         self._sums.clear()
         self._counts.clear()
         self._latest.clear()
+        self._pending.clear()
 
 
 def _batch_size(features: Mapping[str, Any]) -> int | None:

@@ -96,6 +96,30 @@ def test_diagnostics_are_averaged_per_forward_and_scale_is_the_latest(loop):
     assert not loss._forward_hooks
 
 
+def test_mnr_plus_diagnostics_are_read_from_the_device_only_when_logged(loop, tiny_model, monkeypatch):
+    """Collecting every step must not make the step wait for the GPU: the statistics stay tensors until on_log."""
+    args, state, control, log = loop
+    loss = MNRPlus(tiny_model.eval())  # no dropout: both steps see the same batch the same way
+    callback = MNRDiagnosticsCallback(loss)
+    callback.on_train_begin(args, state, control)
+    batch = [tiny_model.tokenize(["a cat sat", "dogs bark loudly", "rain falls"]) for _ in range(2)]
+    batch[1] = tiny_model.tokenize(["a feline", "noisy dogs", "wet weather"])
+    reads = []
+    original = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self.shape) or original(self))
+    for step in (1, 2):
+        callback.on_step_begin(args, state, control)
+        loss(batch, None)
+        state.global_step = step
+        callback.on_step_end(args, state, control)
+    assert reads == []
+    logs = log(callback, {"loss": 1.0})
+    assert len(reads) == 2  # one per forward, at the log
+    monkeypatch.undo()
+    assert logs["mnr/accuracy"] == pytest.approx(loss.diagnostics["accuracy"])  # the same batch twice
+    assert logs["mnr/scale"] == 20.0
+
+
 def test_dict_of_losses_logs_each_under_its_name(loop):
     args, state, control, log = loop
     nli, sts = FakeLoss([{"accuracy": 1.0}]), FakeLoss([{"accuracy": 0.25}])

@@ -308,6 +308,11 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         return self.loss.temperature
 
     @property
+    def statistics(self) -> tuple[Tensor, int, Tensor | float] | None:
+        """The wrapped MNRPlus's raw statistics of the last batch, still on the device."""
+        return self.loss.statistics
+
+    @property
     def diagnostics(self) -> dict[str, float]:
         """The wrapped MNRPlus's diagnostics of the last batch (accuracy, similarities, masking, scale)."""
         return self.loss.diagnostics

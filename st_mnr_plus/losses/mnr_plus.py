@@ -443,6 +443,13 @@ class MNRPlus(nn.Module):
     # ---- diagnostics ---------------------------------------------------------------------------------------
 
     @property
+    def statistics(self) -> tuple[Tensor, int, Tensor | float] | None:
+        """The last batch's raw sums (:data:`~st_mnr_plus.losses.ops.STAT_NAMES`), its rows and the scale, still on
+        the device (``None`` before the first forward): what :attr:`diagnostics` is computed from, for callers that
+        collect them every step and read them later (``MNRDiagnosticsCallback``)."""
+        return None if self._stats is None else (self._stats, self._stats_rows, self._stats_scale)
+
+    @property
     def diagnostics(self) -> dict[str, float]:
         """Figures of the last batch (see the class docstring); empty before the first forward.
 
