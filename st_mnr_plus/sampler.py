@@ -31,11 +31,12 @@ class NoDuplicatesSampler(DefaultBatchSampler):
     ``dataset_name`` excluded; a value repeated inside one row is allowed, as there), and yields every row once
     per epoch. Unlike it:
 
-    * **Speed**: Arrow's ``dictionary_encode`` gives every distinct text an exact code straight from the Arrow
-      buffers, and only texts held by two or more rows are kept, as ``int32`` ids. Each epoch is a random
-      permutation cut into batches; the few rows that collide are found with one sort and put back by a short
-      repair loop whose work is proportional to the collisions, not to the dataset. Epoch 0's layout is drawn at
-      construction (which needs a valid layout anyway) and reused.
+    * **Speed**: every text is hashed once to 64 bits, vectorised over the Arrow buffers, the texts whose hash
+      repeats are checked against each other (so a hash collision cannot merge two different texts), and only
+      texts held by two or more rows are kept, as ``int32`` ids. Each epoch is a random permutation cut into
+      batches; the few rows that collide are found with one sort and put back by a short repair loop whose work
+      is proportional to the collisions, not to the dataset. Epoch 0's layout is drawn at construction (which
+      needs a valid layout anyway) and reused.
     * **Exact length**: the sizes of the batches are decided once, at construction, so ``len(sampler)`` is the
       number of batches every epoch yields. Nothing is ever repeated to pad an epoch.
     * **Global batches under DDP**: with ``num_replicas`` processes, batches of ``batch_size * num_replicas`` rows

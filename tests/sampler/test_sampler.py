@@ -14,7 +14,7 @@ from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicates
 
 import st_mnr_plus
 from st_mnr_plus import registry
-from st_mnr_plus._sampling import Placement, encode_duplicates
+from st_mnr_plus._sampling import Placement, encode_duplicates, text_hashes
 from st_mnr_plus.sampler import NoDuplicatesSampler
 from tests.sampler._helpers import duplicated_columns, duplicates_in, row_texts, st_value_sets
 
@@ -269,6 +269,127 @@ def test_encoding_keeps_only_duplicated_texts() -> None:
     assert (index.row_texts[:, 0] >= 0).tolist() == [True, True, False]  # x, y, z
     assert (index.row_texts[:, 1] >= 0).tolist() == [True, False, True]  # y, w, x
     assert sorted(index.neighbours(0).tolist()) == [1, 2]
+
+
+def _texts_every_length() -> list[str]:
+    # Lengths 0..40 (every word count and tail length), texts that differ only in their last byte or only by a
+    # trailing NUL, and non-ASCII text; the last ones end at the end of the data buffer.
+    texts = ["".join(chr(97 + (i * 7 + j) % 26) for j in range(n)) for i, n in enumerate(range(41))]
+    texts += [t[:-1] + "#" for t in texts if t]
+    texts += ["a", "a\x00", "a\x00\x00", "\x00", "café ☕", "cafe ☕", "x" * 17, "x" * 16]
+    return texts
+
+
+def _reference_hash(text: str) -> int:
+    """The hash of one text, in plain Python integers: the specification ``text_hashes`` vectorises.
+
+    Words are little-endian 8-byte reads at byte offsets 0, 8, 16, ... of the UTF-8 text, the last one at
+    ``len - 8`` (overlapping); a text under 8 bytes is one zero-padded word. splitmix64's constants.
+    """
+    k1, k2, k3, mask = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 2**64 - 1
+    data = text.encode()
+    n = len(data)
+
+    def mix(h: int, word: bytes) -> int:
+        h = (h ^ int.from_bytes(word, "little")) * k2 & mask
+        return h ^ (h >> 31)
+
+    h = (n * k1 & mask) ^ k3
+    if 0 < n < 8:
+        h = mix(h, data.ljust(8, b"\0"))
+    elif n >= 8:
+        for k in range(-(-n // 8)):
+            start = min(8 * k, n - 8)
+            h = mix(h, data[start : start + 8])
+    h ^= h >> 30
+    h = h * k2 & mask
+    h ^= h >> 27
+    h = h * k3 & mask
+    return h ^ (h >> 31)
+
+
+def test_text_hashes_equal_exactly_for_equal_texts() -> None:
+    texts = _texts_every_length()
+    hashes = text_hashes(pa.chunked_array([pa.array(texts)]))
+    assert hashes.dtype == np.uint64
+    assert len(set(hashes.tolist())) == len(set(texts)) == len(texts)
+    # The vectorised passes (all texts at once, masked updates, dropping finished texts) meet the plain definition.
+    assert hashes.tolist() == [_reference_hash(text) for text in texts]
+    # The same texts in large_string, split into chunks, and as slices of a longer array hash the same.
+    large = pa.array(["padding", *texts, "more"], pa.large_string())
+    chunked = pa.chunked_array([large.slice(1, 10), large.slice(11, len(texts) - 10)])
+    np.testing.assert_array_equal(text_hashes(chunked), hashes)
+    # A fixed function of the bytes (little-endian words whatever the machine): batches depend on it, so the
+    # same seed must give the same batches everywhere. Changing these values changes every user's batches.
+    pinned = text_hashes(pa.chunked_array([pa.array(["", "a", "A man is playing a guitar on stage."])]))
+    assert pinned.tolist() == [2902805962516761537, 13094629235198641282, 7570576841838521367]
+
+
+def test_text_hashes_same_on_any_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Blocks of 1,000 texts: chunks cut mid-way, and a last short block, hashed by 1 or 3 threads.
+    monkeypatch.setattr("st_mnr_plus._sampling._HASH_BLOCK", 1000)
+    rng = np.random.default_rng(0)
+    texts = ["x" * int(n) + str(i) for i, n in enumerate(rng.integers(0, 100, size=5500))]
+    column = pa.chunked_array([pa.array(texts[:2500]), pa.array(texts[2500:])])
+    one = text_hashes(column, threads=1)
+    np.testing.assert_array_equal(text_hashes(column, threads=3), one)
+    assert one.tolist() == [_reference_hash(text) for text in texts]
+
+
+def test_hashing_threads_follow_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.get_num_threads() follows OMP_NUM_THREADS (torchrun sets 1 per process) and torch.set_num_threads.
+    import st_mnr_plus._sampling as sampling
+
+    monkeypatch.setattr(sampling, "_HASH_BLOCK", 2)
+    pools = []
+
+    class Recording(sampling.ThreadPoolExecutor):
+        def __init__(self, max_workers: int) -> None:
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(sampling, "ThreadPoolExecutor", Recording)
+    column = pa.chunked_array([pa.array([f"text {i}" for i in range(20)])])
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    single = text_hashes(column)
+    assert pools == []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    np.testing.assert_array_equal(text_hashes(column), single)
+    assert pools == [3]
+
+
+def test_text_hashes_reject_non_strings() -> None:
+    with pytest.raises(ValueError, match="string or large_string column, got int64"):
+        text_hashes(pa.chunked_array([pa.array([1, 2])]))
+
+
+def first_appearance_ids(index) -> np.ndarray:
+    """``index.row_texts`` with the text ids renumbered in order of first appearance (row by row)."""
+    ids = index.row_texts.ravel()
+    seen, first = np.unique(ids[ids >= 0], return_index=True)
+    renumber = np.empty(len(seen), dtype=np.int64)
+    renumber[np.argsort(first)] = np.arange(len(seen))
+    return np.where(index.row_texts >= 0, renumber[np.searchsorted(seen, index.row_texts)], -1)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_equal_hashes_of_different_texts_never_merge_them(monkeypatch: pytest.MonkeyPatch, normalize: bool) -> None:
+    """Texts are coded exactly: with a hash that collides for every text, the index is the same."""
+    data = duplicated_columns(300, 3, 200, seed=14)
+    table = pa.table(data)
+    exact = encode_duplicates(table, list(data), normalize)
+    monkeypatch.setattr(
+        "st_mnr_plus._sampling._hash_chunks", lambda chunks: np.zeros(sum(len(c) for c in chunks), dtype=np.uint64)
+    )
+    colliding = encode_duplicates(table, list(data), normalize)
+    # The same texts, numbered in another order: compare with ids renumbered by first appearance.
+    np.testing.assert_array_equal(first_appearance_ids(colliding), first_appearance_ids(exact))
+    assert sorted(colliding.text_counts.tolist()) == sorted(exact.text_counts.tolist())
+    # And the exact index is what the texts say: two rows share an id exactly when they share a text.
+    texts = row_texts(data, list(data))
+    for i, j in itertools.combinations(range(0, 300, 7), 2):
+        shared = bool(np.intersect1d(exact.row_texts[i][exact.row_texts[i] >= 0], exact.row_texts[j]).size)
+        assert shared == bool(texts[i] & texts[j]), f"rows {i} and {j}"
 
 
 # --- Distributed layout without processes (the gloo test lives in test_distributed.py) --------------------------
