@@ -13,11 +13,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-<<<<<<< HEAD
-from st_mnr_plus import registry
 from st_mnr_plus.datasets._build import pair_order
-=======
->>>>>>> tests
 from st_mnr_plus.datasets.nli import (
     SKIP_REASONS,
     BuildReport,
