@@ -12,8 +12,6 @@ import torch
 from datasets import Dataset
 from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler, _sample_value_str
 
-import st_mnr_plus
-from st_mnr_plus import registry
 from st_mnr_plus._sampling import Placement, encode_duplicates, text_hashes
 from st_mnr_plus.sampler import NoDuplicatesSampler
 from tests.sampler._helpers import duplicated_columns, duplicates_in, row_texts
@@ -391,11 +389,3 @@ def test_null_text_names_the_column_and_row() -> None:
 def test_unsupported_dataset_type_is_named() -> None:
     with pytest.raises(ValueError, match="got list"):
         NoDuplicatesSampler([("a", "b")], 2, False)
-
-
-# --- Registry -------------------------------------------------------------------------------------------------
-
-
-def test_registered_as_no_duplicates() -> None:
-    assert registry.get("batch_sampler", "no_duplicates") is NoDuplicatesSampler
-    assert st_mnr_plus.NoDuplicatesSampler is NoDuplicatesSampler
