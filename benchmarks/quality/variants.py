@@ -117,6 +117,13 @@ _LEARNABLE_OWN_LR = Variant(
     {"learnable_scale": True, "scale_learning_rate": 1e-3},
     needs=("scale_learning_rate",),
 )
+_LEARNABLE_OWN_LR_HIGH = Variant(
+    "learnable_scale_lr_1e-2",
+    "MNRPlus learnable_scale=True, scale_learning_rate=1e-2",
+    "mnr_plus",
+    {"learnable_scale": True, "scale_learning_rate": 1e-2},
+    needs=("scale_learning_rate",),
+)
 _FN_MARGIN = Variant("fn_margin", "MNRPlus false_negative_margin=0.1", "mnr_plus", {"false_negative_margin": 0.1})
 _FN_RATIO = Variant(
     "fn_ratio",
@@ -135,6 +142,14 @@ _TRIPLETS_SHARED = Variant(
 )
 _TRIPLETS_OWN = Variant(
     "triplets_own", 'MNRPlus triplets, hard_negatives="own"', "mnr_plus", {"hard_negatives": "own"}, "triplets"
+)
+_TRIPLETS_OWN_NODUP = Variant(
+    "triplets_own_nodup",
+    'MNRPlus triplets, hard_negatives="own" + NoDuplicatesSampler',
+    "mnr_plus",
+    {"hard_negatives": "own"},
+    "triplets",
+    sampler="no_duplicates",
 )
 _TRIPLETS_SYMMETRIC = Variant(
     "triplets_symmetric", "MNRPlus triplets, symmetric=True", "mnr_plus", {"symmetric": True}, "triplets"
@@ -170,12 +185,21 @@ GLOVE = Start(
         _SYMMETRIC,
         _LEARNABLE,
         _LEARNABLE_OWN_LR,
+        _LEARNABLE_OWN_LR_HIGH,
         _FN_MARGIN,
         _FN_RATIO,
         _COMBINED,
         _MNRL_TRIPLETS,
         _TRIPLETS_SHARED,
         _TRIPLETS_OWN,
+        Variant(
+            "mnrl_triplets_nodup",
+            "MNRL, triplets + NoDuplicatesSampler",
+            "mnrl",
+            kind="triplets",
+            sampler="no_duplicates",
+        ),
+        _TRIPLETS_OWN_NODUP,
         _TRIPLETS_SYMMETRIC,
         _TRIPLETS_OWN_SYMMETRIC,
         # Batches a static model's step can afford once the loss is tiled: at 4 epochs that is few steps.

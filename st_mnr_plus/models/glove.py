@@ -451,12 +451,34 @@ def glove_static_embedding(
     _check_max_words(max_words)
 
     probe = word_tokenizer([], lowercase=lowercase, strip_accents=strip_accents)
+    chosen = _choose_words(vectors, probe, max_words, keep_words)
+    weights = np.zeros((len(chosen) + 2, vectors.dim), dtype=np.float32)
+    weights[2:] = vectors.vectors[list(chosen.values())]
+    logger.info(
+        "Static model from %s: %d words of dimension %d plus %s and %s (zero rows).",
+        vectors.source,
+        len(chosen),
+        vectors.dim,
+        PAD_TOKEN,
+        UNK_TOKEN,
+    )
+    tokenizer = word_tokenizer(list(chosen), lowercase=lowercase, strip_accents=strip_accents)
+    module = StaticEmbedding(tokenizer, embedding_weights=torch.from_numpy(weights))
+    return SentenceTransformer(modules=[module], device=device)
+
+
+def _choose_words(
+    vectors: WordVectors, probe: Tokenizer, max_words: int | None, keep_words: Collection[str] | None
+) -> dict[str, int]:
+    """Normalised word -> row of ``vectors``: the first row of each word the tokenizer can produce, in order.
+
+    Words that merge into an earlier one once normalised, and words the tokenizer splits, are counted and logged.
+    """
     normalizer, pre_tokenizer = probe.normalizer, probe.pre_tokenizer
     keep = None if keep_words is None else {_normalise(word, normalizer) for word in keep_words}
     chosen: dict[str, int] = {}
-    merged = unreachable = 0
-    merged_examples: list[str] = []
-    unreachable_examples: list[str] = []
+    merged: list[str] = []
+    unreachable: list[str] = []
     limit = len(vectors.words) if max_words is None else min(max_words, len(vectors.words))
     for row, word in enumerate(vectors.words[:limit]):
         normalised = _normalise(word, normalizer)
@@ -464,48 +486,21 @@ def glove_static_embedding(
             continue
         pieces = pre_tokenizer.pre_tokenize_str(normalised)
         if len(pieces) != 1 or pieces[0][0] != normalised or normalised in (PAD_TOKEN, UNK_TOKEN):
-            unreachable += 1
-            if len(unreachable_examples) < _MAX_EXAMPLES:
-                unreachable_examples.append(word)
-            continue
-        if normalised in chosen:
-            merged += 1
-            if len(merged_examples) < _MAX_EXAMPLES:
-                merged_examples.append(f"{word!r} -> {normalised!r}")
-            continue
-        chosen[normalised] = row
+            unreachable.append(repr(word))
+        elif normalised in chosen:
+            merged.append(f"{word!r} -> {normalised!r}")
+        else:
+            chosen[normalised] = row
     if not chosen:
         raise ValueError(f"{vectors.source}: no word left to build a vocabulary from (keep_words={keep_words!r}).")
-    vocabulary = list(chosen)
-    weights = np.zeros((len(vocabulary) + 2, vectors.dim), dtype=np.float32)
-    weights[2:] = vectors.vectors[list(chosen.values())]
-    logger.info(
-        "Static model from %s: %d words of dimension %d plus %s and %s (zero rows).",
-        vectors.source,
-        len(vocabulary),
-        vectors.dim,
-        PAD_TOKEN,
-        UNK_TOKEN,
-    )
-    if merged:
-        logger.info(
-            "%s: %d word(s) equal to an earlier one once normalised, the first kept: %s%s",
-            vectors.source,
-            merged,
-            ", ".join(merged_examples),
-            ", ..." if merged > len(merged_examples) else "",
-        )
-    if unreachable:
-        logger.info(
-            "%s: %d word(s) the tokenizer splits into several pieces, dropped: %s%s",
-            vectors.source,
-            unreachable,
-            ", ".join(repr(word) for word in unreachable_examples),
-            ", ..." if unreachable > len(unreachable_examples) else "",
-        )
-    tokenizer = word_tokenizer(vocabulary, lowercase=lowercase, strip_accents=strip_accents)
-    module = StaticEmbedding(tokenizer, embedding_weights=torch.from_numpy(weights))
-    return SentenceTransformer(modules=[module], device=device)
+    for found, what in (
+        (merged, "equal to an earlier one once normalised, the first kept"),
+        (unreachable, "the tokenizer splits into several pieces, dropped"),
+    ):
+        if found:
+            shown = ", ".join(found[:_MAX_EXAMPLES]) + (", ..." if len(found) > _MAX_EXAMPLES else "")
+            logger.info("%s: %d word(s) %s: %s", vectors.source, len(found), what, shown)
+    return chosen
 
 
 def _normalise(word: str, normalizer: Any) -> str:
