@@ -23,13 +23,14 @@ METRICS = ("stsb", "sickr", "sts_avg", "sick_triplets")
 # The variants whose training curves the figure draws (all of them would be unreadable).
 CURVES = (
     "mnrl",
-    "mnrl_nodup",
     "symmetric",
     "learnable_scale",
     "learnable_scale_own_lr",
     "fn_margin",
     "fn_ratio",
+    "mnrl_triplets",
     "triplets_own",
+    "recommended",
     "batch_4096",
 )
 
@@ -99,6 +100,7 @@ def markdown(results: dict[str, Any]) -> str:
         start = STARTS[start_name]
         settings = entry.get("settings", start.settings())
         seeds = sorted({seed for row in rows.values() for seed in row["seeds"]})
+        commits = sorted({run.get("commit") or "?" for row in rows.values() for run in row["runs"]})
         before = entry["before"]
         budget = (
             f"{settings['max_steps']} steps"
@@ -109,7 +111,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"**{start.label}**: {budget}, batch {settings['batch_size']} unless named, learning rate "
             f"{settings['learning_rate']:g} (AdamW, linear decay, 10% warm-up), seeds {', '.join(map(str, seeds))}; "
             f"mean ± std over the seeds. Before training: STSb {before['stsb']:.4f}, SICK-R {before['sickr']:.4f}, "
-            f"STS average {before['sts_avg']:.4f}, SICK triplets {100 * before['sick_triplets']:.1f}%.",
+            f"STS average {before['sts_avg']:.4f}, SICK triplets {100 * before['sick_triplets']:.1f}%. "
+            f"Trained at commit {', '.join(commits)}.",
             "",
             "| variant | rows | batch | steps | STSb test | SICK-R test | STS average | Δ vs MNRL, same rows (σ of Δ) | verdict "
             "| SICK triplets % | train s |",
@@ -119,7 +122,7 @@ def markdown(results: dict[str, Any]) -> str:
             delta = "" if math.isnan(row["delta"]) else f"{row['delta']:+.4f} ({row['delta_sd']:.4f})"
             label = row["variant"].label
             if row["final_scale"] is not None and row["variant"].loss_kwargs.get("learnable_scale"):
-                label += f" (final scale {row['final_scale']:.1f})"
+                label += f", final scale {row['final_scale']:.1f}"
             lines.append(
                 f"| {label} | {row['train_rows']:,} | {row['batch_size']:,} | {row['steps']} | {_pm(row['stsb'])} "
                 f"| {_pm(row['sickr'])} | {_pm(row['sts_avg'])} | {delta} | {row['verdict']} "
@@ -131,7 +134,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if meta:
         lines.append(
-            f"Measured {meta.get('date')} at commit {meta.get('commit')} ({meta.get('machine')}; torch "
+            f"Measured {meta.get('date')} ({meta.get('machine')}; torch "
             f"{meta.get('torch')}, sentence-transformers {meta.get('sentence_transformers')}). Train s: mean wall "
             "time of the training per run, noisy (shared machine)."
         )
@@ -139,6 +142,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def figure(results: dict[str, Any], path: Path) -> Path | None:
+    """One PNG: the STS average of every variant (a panel per start), and the GloVe training curves."""
     try:
         import matplotlib
 
@@ -148,62 +152,70 @@ def figure(results: dict[str, Any], path: Path) -> Path | None:
         print("matplotlib is not installed: no figure.", file=sys.stderr)
         return None
     starts = [name for name in results["starts"] if aggregate(results, name)]
-    fig, axes = plt.subplots(2, 2, figsize=(15, 10), gridspec_kw={"height_ratios": [1.2, 1]})
-    for ax, start_name in zip(axes[0], [*starts, None, None][:2], strict=True):
-        if start_name is None:
-            ax.axis("off")
-            continue
-        rows = aggregate(results, start_name)
-        labels = [row["variant"].label for row in rows.values()]
-        means = [row["sts_avg"][0] for row in rows.values()]
-        sds = [0 if math.isnan(row["sts_avg"][1]) else row["sts_avg"][1] for row in rows.values()]
-        positions = list(range(len(rows)))[::-1]
-        colors = [
-            "tab:green" if "better" in row["verdict"] else "tab:red" if "worse" in row["verdict"] else "tab:blue"
-            for row in rows.values()
-        ]
-        ax.errorbar(means, positions, xerr=sds, fmt="none", ecolor="black", capsize=3)
-        ax.scatter(means, positions, c=colors, zorder=3)
-        for name, color in zip(BASELINES.values(), ("grey", "tab:orange"), strict=True):
-            if name in rows:
-                base_mean, base_sd = rows[name]["sts_avg"]
-                base_sd = 0 if math.isnan(base_sd) else base_sd
-                label = f"{rows[name]['variant'].label} ± 2 std"
-                ax.axvspan(base_mean - 2 * base_sd, base_mean + 2 * base_sd, color=color, alpha=0.2, label=label)
-                ax.axvline(base_mean, color=color, lw=1)
-        ax.legend(loc="lower right", fontsize="small")
-        ax.set_yticks(positions, labels, fontsize="small")
-        before = results["starts"][start_name]["before"]["sts_avg"]
-        ax.set(
-            title=f"{STARTS[start_name].label}\nSTS average (STSb + SICK-R test), mean ± std; before: {before:.3f}",
-            xlabel="Spearman",
-        )
-        ax.title.set_fontsize("medium")
+    sizes = [max(3, len(aggregate(results, name))) for name in starts]
+    fig = plt.figure(figsize=(14, 4 + 0.3 * sum(sizes) + 4.5), layout="constrained")
+    grid = fig.add_gridspec(len(starts) + 1, 2, height_ratios=[*sizes, 14])
+    for index, start_name in enumerate(starts):
+        _variants_panel(fig.add_subplot(grid[index, :]), results, start_name)
     curve_start = "glove" if "glove" in starts else (starts[0] if starts else None)
-    ax_dev, ax_loss = axes[1]
     if curve_start is not None:
-        rows = aggregate(results, curve_start)
-        before_dev = results["starts"][curve_start].get("before_dev")
-        for name in CURVES:
-            if name not in rows:
-                continue
-            runs = rows[name]["runs"]
-            for ax, key in ((ax_dev, "dev_curve"), (ax_loss, "loss_curve")):
-                points = _mean_curve([r[key] for r in runs])
-                if not points:
-                    continue
-                if key == "dev_curve" and before_dev is not None:
-                    points = [(0.0, before_dev), *points]
-                ax.plot(*zip(*points, strict=True), marker=".", label=rows[name]["variant"].label)
-        ax_dev.set(title=f"{STARTS[curve_start].label}: STSb dev during training", xlabel="epoch", ylabel="Spearman")
-        ax_loss.set(title="training loss (mean over seeds)", xlabel="epoch", ylabel="loss")
-        ax_dev.legend(fontsize="x-small")
-        for ax in (ax_dev, ax_loss):
-            ax.title.set_fontsize("medium")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+        _curves_panels(fig.add_subplot(grid[-1, 0]), fig.add_subplot(grid[-1, 1]), results, curve_start)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _variants_panel(ax: Any, results: dict[str, Any], start_name: str) -> None:
+    rows = aggregate(results, start_name)
+    labels = [row["variant"].label for row in rows.values()]
+    means = [row["sts_avg"][0] for row in rows.values()]
+    sds = [0 if math.isnan(row["sts_avg"][1]) else row["sts_avg"][1] for row in rows.values()]
+    positions = list(range(len(rows)))[::-1]
+    colors = [
+        "tab:green" if "better" in row["verdict"] else "tab:red" if "worse" in row["verdict"] else "tab:blue"
+        for row in rows.values()
+    ]
+    ax.errorbar(means, positions, xerr=sds, fmt="none", ecolor="black", capsize=3)
+    ax.scatter(means, positions, c=colors, zorder=3)
+    for name, color in zip(BASELINES.values(), ("grey", "tab:orange"), strict=True):
+        if name in rows:
+            base_mean, base_sd = rows[name]["sts_avg"]
+            base_sd = 0 if math.isnan(base_sd) else base_sd
+            label = f"{rows[name]['variant'].label} ± 2 std"
+            ax.axvspan(base_mean - 2 * base_sd, base_mean + 2 * base_sd, color=color, alpha=0.2, label=label)
+            ax.axvline(base_mean, color=color, lw=1)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    ax.set_yticks(positions, labels, fontsize="small")
+    before = results["starts"][start_name]["before"]["sts_avg"]
+    ax.set_title(
+        f"{STARTS[start_name].label}: STS average (STSb + SICK-R test), before training {before:.3f}",
+        fontsize="medium",
+    )
+    ax.set_xlabel(
+        "Spearman, mean ± std over the seeds (red: worse, green: better than MNRL on the same rows by > 2 std)"
+    )
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _curves_panels(ax_dev: Any, ax_loss: Any, results: dict[str, Any], start_name: str) -> None:
+    rows = aggregate(results, start_name)
+    before_dev = results["starts"][start_name].get("before_dev")
+    for name in CURVES:
+        if name not in rows:
+            continue
+        runs = rows[name]["runs"]
+        for ax, key in ((ax_dev, "dev_curve"), (ax_loss, "loss_curve")):
+            points = _mean_curve([r[key] for r in runs])
+            if not points:
+                continue
+            if key == "dev_curve" and before_dev is not None:
+                points = [(0.0, before_dev), *points]
+            ax.plot(*zip(*points, strict=True), marker=".", label=rows[name]["variant"].label)
+    ax_dev.set_title(f"{start_name}: STSb dev during training (mean over seeds)", fontsize="medium")
+    ax_dev.set(xlabel="epoch", ylabel="Spearman")
+    ax_loss.set_title(f"{start_name}: training loss (mean over seeds)", fontsize="medium")
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log")
+    ax_dev.legend(fontsize="x-small")
 
 
 def _mean_curve(curves: list[list[list[float]]]) -> list[tuple[float, float]]:
