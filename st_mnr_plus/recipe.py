@@ -799,22 +799,7 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
         values["resume_from_checkpoint"] = str(resume_from)
     args = _make_training_arguments(values)
 
-    summary: dict[str, Any] = {
-        "model": options.model or "sentence-transformers/all-MiniLM-L6-v2 (embedded)",
-        "data": {
-            "kind": options.kind,
-            "rows": len(train_dataset),
-            "columns": train_dataset.column_names,
-            **build_report,
-        },
-        "loss": {"name": loss_name, **_loss_settings(loss)},
-        "sampler": options.sampler,
-        "batch_size": args.per_device_train_batch_size,
-        "planned_steps": total_steps,
-        "output_dir": str(output_path),
-        "resumed_from": str(resume_from) if resume_from else None,
-        "arguments": resolved_arguments(options, args),
-    }
+    summary = _summary(options, train_dataset, build_report, loss_name, loss, args, total_steps, resume_from)
     prepared = PreparedRecipe(
         options=options,
         args=args,
@@ -845,6 +830,26 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
 
     _attach_trainer(prepared, callbacks)
     return prepared
+
+
+def _summary(options, train_dataset, build_report, loss_name, loss, args, total_steps, resume_from) -> dict[str, Any]:
+    """The run's description, printed and written to ``results.json``."""
+    return {
+        "model": options.model or "sentence-transformers/all-MiniLM-L6-v2 (embedded)",
+        "data": {
+            "kind": options.kind,
+            "rows": len(train_dataset),
+            "columns": train_dataset.column_names,
+            **build_report,
+        },
+        "loss": {"name": loss_name, **_loss_settings(loss)},
+        "sampler": options.sampler,
+        "batch_size": args.per_device_train_batch_size,
+        "planned_steps": total_steps,
+        "output_dir": str(args.output_dir),
+        "resumed_from": str(resume_from) if resume_from else None,
+        "arguments": resolved_arguments(options, args),
+    }
 
 
 def _prepare_run_folder(output_path: Path, resume_from: Path | None, overwrite: bool) -> None:

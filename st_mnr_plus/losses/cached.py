@@ -299,6 +299,14 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
     hard_negatives = _Delegated()
     tile_size = _Delegated()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # As in MNRPlus: an option assigned a module or a parameter goes to its descriptor (here: the inner loss),
+        # not to nn.Module's registries.
+        if isinstance(getattr(type(self), name, None), Option | _Delegated | property):
+            object.__setattr__(self, name, value)
+            return
+        super().__setattr__(name, value)
+
     @property
     def learnable_scale(self) -> bool:
         return self.loss.learnable_scale

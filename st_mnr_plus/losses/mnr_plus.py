@@ -293,6 +293,22 @@ class MNRPlus(nn.Module):
         self._stats_scale: Tensor | float = scale
         self._unidentified_warned: set[int] = set()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module files a module or a parameter away in its own registries without calling the class's
+        # descriptors: an option (checked on assignment) must see every value, a similarity that is a module or a
+        # scale that is a parameter included. Such a value is also registered, as MNRL's plain attribute would be,
+        # so that it follows .to() and the optimizer sees its parameters.
+        if isinstance(getattr(type(self), name, None), Option | property):
+            object.__setattr__(self, name, value)
+            self._modules.pop(f"{name}_module", None)
+            self._parameters.pop(f"{name}_parameter", None)
+            if isinstance(value, nn.Parameter):
+                self._parameters[f"{name}_parameter"] = value
+            elif isinstance(value, nn.Module):
+                self._modules[f"{name}_module"] = value
+            return
+        super().__setattr__(name, value)
+
     # ---- options that are not a single stored value --------------------------------------------------------
 
     @property
@@ -329,12 +345,20 @@ class MNRPlus(nn.Module):
     def scale(self) -> float:
         """The current scale (inverse temperature) as a Python float."""
         if not self._learnable:
-            return self._fixed_scale
+            fixed = self._fixed_scale
+            return float(fixed.detach()) if isinstance(fixed, Tensor) else fixed
         offset = float(self.log_scale_offset.detach())
         return min(math.exp(self._initial_log_scale + offset), self.max_scale)
 
     @scale.setter
-    def scale(self, value: float) -> None:
+    def scale(self, value: float | Tensor) -> None:
+        if isinstance(value, Tensor) and not self._learnable:
+            # A tensor, e.g. an nn.Parameter the user trains (MNRL multiplies by whatever its attribute holds).
+            if value.numel() != 1 or not value.is_floating_point():
+                raise ValueError(f"scale must be a positive number or a one-element float tensor, got {value!r}")
+            opt.check_positive(float(value.detach()), "scale")
+            self._fixed_scale = value.reshape(())
+            return
         value = opt.check_positive(value, "scale")
         if not self._learnable:
             self._fixed_scale = value

@@ -31,14 +31,16 @@ def check_bool(value: Any, name: str) -> bool:
 def check_positive(value: Any, name: str) -> float:
     """A positive finite number (``scale``, ``max_scale``)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        # The first words are sentence-transformers' own message for the scale, which code may match.
+        prefix = "Scale must be a positive value: " if name == "scale" else ""
+        raise ValueError(f"{prefix}{name} must be a positive finite number, got {value!r}")
     return float(value)
 
 
 def check_non_negative(value: Any, name: str) -> float:
     """A non-negative finite number (``hardness_strength``)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+        raise ValueError(f"{name} must be non-negative (a finite number >= 0), got {value!r}")
     return float(value)
 
 

@@ -171,6 +171,46 @@ def test_cached_loss_forwards_assignments_to_its_inner_loss(tiny_model, changes)
         torch.testing.assert_close(ours(copy.deepcopy(features), None), theirs(copy.deepcopy(features), None), **F32)
 
 
+class _Dot(torch.nn.Module):
+    """A similarity that is a module, as sentence-transformers' tests use one."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a @ b.T
+
+
+@pytest.mark.parametrize("how", ["constructor", "assignment"])
+def test_a_module_similarity_is_used_like_mnrl_uses_it(tiny_model, how):
+    """nn.Module.__setattr__ used to file a module similarity away without our option ever seeing it."""
+    embeddings = _embeddings(5, 2, seed=8)
+    expected, expected_grads = _loss_and_grads(
+        MultipleNegativesRankingLoss(None, scale=1.0, similarity_fct=_Dot()), embeddings
+    )
+    for loss_fn in (MNRPlus(None, scale=1.0), CachedMNRPlus(tiny_model, scale=1.0)):
+        if how == "constructor":
+            loss_fn = type(loss_fn)(loss_fn.model, scale=1.0, similarity_fct=_Dot())
+        else:
+            loss_fn.similarity_fct = _Dot()
+        assert isinstance(loss_fn.similarity_fct, _Dot)
+        assert loss_fn.get_config_dict()["similarity_fct"] == "_Dot"
+        inner = loss_fn.loss if isinstance(loss_fn, CachedMNRPlus) else loss_fn
+        actual, actual_grads = _loss_and_grads(inner, embeddings)
+        torch.testing.assert_close(actual, expected, **F32)
+        for got, want in zip(actual_grads, expected_grads, strict=True):
+            torch.testing.assert_close(got, want, **F32)
+
+
+def test_a_parameter_assigned_as_scale_is_trained_like_mnrl_trains_it():
+    embeddings = _embeddings(6, 2, seed=9)
+    grads = []
+    for loss_fn in (MultipleNegativesRankingLoss(None), MNRPlus(None)):
+        loss_fn.scale = torch.nn.Parameter(torch.tensor(5.0))
+        assert len(list(loss_fn.parameters())) == 1  # the optimizer sees it
+        _loss_and_grads(loss_fn, embeddings)
+        grads.append(next(loss_fn.parameters()).grad)
+    torch.testing.assert_close(grads[1], grads[0], **F32)
+    assert grads[0] != 0
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
