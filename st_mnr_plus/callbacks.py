@@ -45,18 +45,61 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def _losses(loss: Any, *, optional: bool = False) -> dict[str, nn.Module]:
+    """Check a callback's ``loss`` argument: the loss instance given to the trainer, or a dict of them by dataset.
+
+    Returns the losses by dataset name, a single loss under ``""``; with ``optional``, ``None`` gives ``{}``.
+
+    Raises:
+        ValueError: Naming ``loss`` (or ``loss['<dataset>']``) and what it must be.
+    """
+    if loss is None and optional:
+        return {}
+    if not isinstance(loss, Mapping):
+        if not isinstance(loss, nn.Module):
+            either = "None or " if optional else ""
+            raise ValueError(
+                f"loss must be {either}the loss instance given to the trainer (an nn.Module) or a dict of them, "
+                f"got {type(loss).__name__}."
+            )
+        return {"": loss}
+    if not loss:
+        raise ValueError("loss must be an nn.Module or a non-empty dict of them, got an empty dict.")
+    for name, module in loss.items():
+        if not isinstance(module, nn.Module):
+            raise ValueError(
+                f"loss[{name!r}] must be the loss instance given to the trainer (an nn.Module), "
+                f"got {type(module).__name__}."
+            )
+    return dict(loss)
+
+
+def _callbacks_of(trainer: Trainer) -> list[TrainerCallback]:
+    """The trainer's list of callbacks, which :meth:`attach` methods edit in place."""
+    handler = getattr(trainer, "callback_handler", None)
+    if handler is None or not isinstance(getattr(handler, "callbacks", None), list):
+        raise ValueError(f"trainer must be a transformers Trainer, got {type(trainer).__name__}.")
+    return handler.callbacks
+
+
 class _LogCallback(TrainerCallback):
-    """Shared plumbing: add figures to a training log, patch ``log_history``, and :meth:`attach` to a trainer."""
+    """Shared plumbing: check the arguments, add figures to a training log, patch ``log_history``, remove the
+    forward hooks at the end of training, and :meth:`attach` to a trainer."""
+
+    def __init__(self, loss: Any, prefix: str, *, loss_optional: bool = False) -> None:
+        self._by_dataset = _losses(loss, optional=loss_optional)
+        if not isinstance(prefix, str):
+            raise ValueError(f"prefix must be a string, got {type(prefix).__name__}.")
+        self.prefix = prefix
+        self._handles: list[RemovableHandle] = []
+        self._in_step = False
 
     def attach(self, trainer: Trainer) -> _LogCallback:
         """Add this callback to ``trainer`` ahead of its reporting callbacks, so that they log its figures too.
 
         It goes right after transformers' ``DefaultFlowCallback`` (first if there is none). Returns ``self``.
         """
-        handler = getattr(trainer, "callback_handler", None)
-        if handler is None or not isinstance(getattr(handler, "callbacks", None), list):
-            raise ValueError(f"trainer must be a transformers Trainer, got {type(trainer).__name__}.")
-        callbacks: list[TrainerCallback] = handler.callbacks
+        callbacks = _callbacks_of(trainer)
         if any(callback is self for callback in callbacks):
             return self
         position = 0
@@ -65,6 +108,41 @@ class _LogCallback(TrainerCallback):
                 position = index + 1
         callbacks.insert(position, self)
         return self
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        if self._is_training_log(logs):
+            figures = self._figures(args)
+            if figures is not None:
+                self._add(state, logs, figures)
+                self._reset()
+        self._after_log()
+
+    def _figures(self, args: TrainingArguments) -> dict[str, float] | None:
+        """The figures of the interval since the last training log; ``None`` when there are none to log yet."""
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        """Start a new interval."""
+        raise NotImplementedError
+
+    def _after_log(self) -> None:
+        """Called after every log, training or not."""
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._remove_hooks()
+        self._in_step = False
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
     @staticmethod
     def _is_training_log(logs: Mapping[str, Any] | None) -> bool:
@@ -137,32 +215,28 @@ class MNRDiagnosticsCallback(_LogCallback):
     """
 
     def __init__(self, loss: nn.Module | Mapping[str, nn.Module], prefix: str = "mnr/") -> None:
-        if isinstance(loss, Mapping):
-            if not loss:
-                raise ValueError("loss must be an nn.Module or a non-empty dict of them, got an empty dict.")
-            losses = {f"{name}/": module for name, module in loss.items()}
-        else:
-            losses = {"": loss}
-        for name, module in losses.items():
-            if not isinstance(module, nn.Module):
-                where = f"loss[{name[:-1]!r}]" if name else "loss"
-                raise ValueError(
-                    f"{where} must be the loss instance given to the trainer (an nn.Module), got {type(module).__name__}."
-                )
-        if not isinstance(prefix, str):
-            raise ValueError(f"prefix must be a string, got {type(prefix).__name__}.")
-        self.losses = losses
-        self.prefix = prefix
-        self._handles: list[RemovableHandle] = []
-        self._in_step = False
+        super().__init__(loss, prefix)
+        # Keys are put between the prefix and each figure's name.
+        self.losses = {
+            (f"{name}/" if isinstance(loss, Mapping) else ""): module for name, module in self._by_dataset.items()
+        }
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._latest: dict[str, float] = {}
+        # (name, (statistics, rows, scale)) of the forwards since the last log, not yet read from the device.
+        self._pending: list[tuple[str, tuple[Any, int, Any]]] = []
 
     def _collect(self, name: str, module: nn.Module) -> None:
         if not self._in_step:
             return  # an eval-loss forward, or one outside the training loop
-        diagnostics = getattr(module, "diagnostics", None)
+        statistics = getattr(module, "statistics", None)
+        if statistics is not None:
+            # Still on the device: read at the next log, so that a training step never waits for the GPU.
+            self._pending.append((name, statistics))
+            return
+        self._add_diagnostics(name, getattr(module, "diagnostics", None), module)
+
+    def _add_diagnostics(self, name: str, diagnostics: Any, module: nn.Module | None = None) -> None:
         if not isinstance(diagnostics, Mapping):
             raise TypeError(
                 f"MNRDiagnosticsCallback: the loss {type(module).__name__} left no `diagnostics` dict after its "
@@ -191,36 +265,25 @@ class MNRDiagnosticsCallback(_LogCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         self._in_step = False
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        if not self._is_training_log(logs) or not self._counts:
-            return
+    def _figures(self, args: TrainingArguments) -> dict[str, float] | None:
+        from st_mnr_plus.losses.functional import diagnostics_from_stats
+
+        for name, (stats, rows, scale) in self._pending:
+            self._add_diagnostics(name, diagnostics_from_stats(stats, rows, scale))
+        self._pending.clear()
+        if not self._counts:
+            return None
         figures = {}
         for key, total in self._sums.items():
             latest = key.endswith("scale")
             figures[key] = self._latest[key] if latest else total / self._counts[key]
-        self._add(state, logs, figures)
-        self._reset()
-
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        self._remove_hooks()
-        self._in_step = False
+        return figures
 
     def _reset(self) -> None:
         self._sums.clear()
         self._counts.clear()
         self._latest.clear()
-
-    def _remove_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._pending.clear()
 
 
 def _batch_size(features: Mapping[str, Any]) -> int | None:
@@ -289,24 +352,9 @@ class ThroughputCallback(_LogCallback):
         prefix: str = "throughput/",
         reset_peak: bool = False,
     ) -> None:
-        if loss is None:
-            losses: list[nn.Module] = []
-        elif isinstance(loss, Mapping):
-            losses = list(loss.values())
-        else:
-            losses = [loss]
-        for module in losses:
-            if not isinstance(module, nn.Module):
-                raise ValueError(
-                    f"loss must be None or the loss instance given to the trainer (an nn.Module), got {type(module).__name__}."
-                )
-        if not isinstance(prefix, str):
-            raise ValueError(f"prefix must be a string, got {type(prefix).__name__}.")
-        self.losses = losses
-        self.prefix = prefix
+        super().__init__(loss, prefix, loss_optional=True)
+        self.losses = list(self._by_dataset.values())
         self.reset_peak = reset_peak
-        self._handles: list[RemovableHandle] = []
-        self._in_step = False
         self._device: torch.device | None = None
         self._mark: float | None = None
         self._step_start = 0.0
@@ -364,28 +412,23 @@ class ThroughputCallback(_LogCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         self._restart_clock()
 
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
-        if self._is_training_log(logs) and self._steps > 0 and self._seconds > 0:
-            figures: dict[str, float] = {}
-            if self.losses:
-                samples = self._samples
-            else:
-                samples = (
-                    self._steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-                )
-            figures[f"{self.prefix}samples_per_second"] = samples / self._seconds
-            if self._tokens_seen:
-                figures[f"{self.prefix}tokens_per_second"] = self._tokens / self._seconds
-            figures.update(self._memory())
-            self._add(state, logs, figures)
-            self._reset()
+    def _figures(self, args: TrainingArguments) -> dict[str, float] | None:
+        if self._steps == 0 or self._seconds <= 0:
+            return None
+        figures: dict[str, float] = {}
+        if self.losses:
+            samples = self._samples
+        else:
+            samples = (
+                self._steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            )
+        figures[f"{self.prefix}samples_per_second"] = samples / self._seconds
+        if self._tokens_seen:
+            figures[f"{self.prefix}tokens_per_second"] = self._tokens / self._seconds
+        figures.update(self._memory())
+        return figures
+
+    def _after_log(self) -> None:
         self._restart_clock()
 
     def _memory(self) -> dict[str, float]:
@@ -398,21 +441,12 @@ class ThroughputCallback(_LogCallback):
         peak = peak_rss_mib()
         return {f"{self.prefix}peak_rss_mib": peak} if math.isfinite(peak) else {}
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        self._remove_hooks()
-        self._in_step = False
-
     def _reset(self) -> None:
         self._seconds = 0.0
         self._steps = 0
         self._samples = 0
         self._tokens = 0
         self._tokens_seen = False
-
-    def _remove_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
 
 LOSS_STATE_FILE = "loss_state.pt"
@@ -425,9 +459,8 @@ def loss_own_parameters(loss: nn.Module | Mapping[str, nn.Module]) -> dict[str, 
     For a dict of losses (several datasets) the names are ``"<dataset>.<parameter>"``, as the trainer's
     optimizer sees them. Parameters shared with ``loss.model`` (or with any model a loss wraps) are left out.
     """
-    losses = dict(loss) if isinstance(loss, Mapping) else {"": loss}
     own: dict[str, nn.Parameter] = {}
-    for prefix, module in losses.items():
+    for prefix, module in _losses(loss).items():
         model = getattr(module, "model", None)
         model_ids = {id(p) for p in model.parameters()} if isinstance(model, nn.Module) else set()
         for name, parameter in module.named_parameters():
@@ -468,12 +501,7 @@ class LossStateCallback(TrainerCallback):
     """
 
     def __init__(self, loss: nn.Module | Mapping[str, nn.Module]) -> None:
-        modules = list(loss.values()) if isinstance(loss, Mapping) else [loss]
-        if not modules or not all(isinstance(module, nn.Module) for module in modules):
-            raise ValueError(
-                "loss must be the loss instance given to the trainer (an nn.Module) or a non-empty dict of them, "
-                f"got {type(loss).__name__}."
-            )
+        _losses(loss)
         self.loss = loss
 
     def attach(self, trainer: Trainer) -> LossStateCallback:
@@ -482,11 +510,9 @@ class LossStateCallback(TrainerCallback):
         Call it before ``trainer.train()``: the optimizer, built there, reads ``args.learning_rate_mapping``.
         Returns ``self``.
         """
-        handler = getattr(trainer, "callback_handler", None)
-        if handler is None or not isinstance(getattr(handler, "callbacks", None), list):
-            raise ValueError(f"trainer must be a transformers Trainer, got {type(trainer).__name__}.")
-        if not any(callback is self for callback in handler.callbacks):
-            handler.callbacks.append(self)
+        callbacks = _callbacks_of(trainer)
+        if not any(callback is self for callback in callbacks):
+            callbacks.append(self)
         mapping = getattr(trainer.args, "learning_rate_mapping", None)
         if isinstance(mapping, dict):
             for pattern, rate in self.learning_rates().items():
@@ -495,9 +521,8 @@ class LossStateCallback(TrainerCallback):
 
     def learning_rates(self) -> dict[str, float]:
         """Regular expression -> learning rate for the loss parameters that ask for their own rate."""
-        losses = dict(self.loss) if isinstance(self.loss, Mapping) else {"": self.loss}
         rates: dict[str, float] = {}
-        for prefix, module in losses.items():
+        for prefix, module in _losses(self.loss).items():
             rate = getattr(module, "scale_learning_rate", None)
             if rate is None:
                 continue

@@ -2,13 +2,22 @@
 
 Components come from the ``register_<kind>()`` hooks of the built-in plugin and of every plugin installed
 under the ``st_mnr_plus`` entry-point group (see :mod:`st_mnr_plus.plugins`).
+
+The layers go one way: the components (losses, sampler, builders, presets, callbacks) know nothing of plugins;
+:mod:`st_mnr_plus.plugins.builtin` names them in hook implementations; :mod:`st_mnr_plus.plugins.manager` builds
+the pluggy ``PluginManager``; this module calls the hooks through it and keeps one table per kind. Nothing below
+imports this module: a new manager (after ``reset_plugin_manager()``) is noticed here and gets new tables.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, get_args
+
+import pluggy
+
+from st_mnr_plus.plugins.manager import get_plugin_manager
 
 Kind = Literal["loss", "batch_sampler", "dataset_builder", "evaluator", "callback"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -21,7 +30,12 @@ _HOOKS: dict[str, str] = {
     "callback": "register_callbacks",
 }
 
-_tables: dict[str, dict[str, tuple[Callable[..., Any], str]]] = {}
+Table = dict[str, tuple[Callable[..., Any], str]]
+"""Registry name -> (component, name of the plugin that registered it)."""
+
+# The tables of one plugin manager, built kind by kind on first use. A new manager (after
+# reset_plugin_manager()) gets new tables: the plugin layer below need not know this module.
+_cache: tuple[pluggy.PluginManager | None, dict[str, Table]] = (None, {})
 _lock = threading.Lock()
 
 
@@ -42,37 +56,43 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"Unknown component kind {kind!r}; expected one of {', '.join(KINDS)}.")
 
 
-def _build_table(kind: str) -> dict[str, tuple[Callable[..., Any], str]]:
-    from st_mnr_plus.plugins.manager import get_plugin_manager
+def _results_by_plugin(pm: pluggy.PluginManager, hook: str) -> Iterator[tuple[str, Any]]:
+    """Call ``hook`` through pluggy once per plugin that implements it: (plugin name, its result).
 
-    pm = get_plugin_manager()
-    hook = getattr(pm.hook, _HOOKS[kind])
-    table: dict[str, tuple[Callable[..., Any], str]] = {}
-    # Call each implementation on its own so that every entry remembers which plugin gave it.
-    for impl in hook.get_hookimpls():
-        result = impl.function()
-        if result is None:
-            continue
+    A plain hook call returns the results without saying which plugin gave which (and drops ``None``), so each
+    plugin is called through a subset caller that leaves the others out.
+    """
+    impls = getattr(pm.hook, hook).get_hookimpls()
+    plugins = list({id(impl.plugin): impl.plugin for impl in impls}.values())
+    for plugin in plugins:
+        others = [other for other in plugins if other is not plugin]
+        name = pm.get_name(plugin) or repr(plugin)
+        for result in pm.subset_hook_caller(hook, remove_plugins=others)():
+            yield name, result
+
+
+def _build_table(pm: pluggy.PluginManager, kind: str) -> Table:
+    hook = _HOOKS[kind]
+    table: Table = {}
+    for plugin, result in _results_by_plugin(pm, hook):
         if not isinstance(result, dict):
             raise TypeError(
-                f"Plugin {impl.plugin_name!r}: {_HOOKS[kind]}() must return a dict of name -> component, "
-                f"got {type(result).__name__}."
+                f"Plugin {plugin!r}: {hook}() must return a dict of name -> component, got {type(result).__name__}."
             )
         for name, component in result.items():
             if not isinstance(name, str) or not name:
-                raise TypeError(f"Plugin {impl.plugin_name!r}: {_HOOKS[kind]}() returned a non-string name {name!r}.")
+                raise TypeError(f"Plugin {plugin!r}: {hook}() returned a non-string name {name!r}.")
             if not callable(component):
                 raise TypeError(
-                    f"Plugin {impl.plugin_name!r}: {kind} {name!r} must be a class or a factory, "
-                    f"got {type(component).__name__}."
+                    f"Plugin {plugin!r}: {kind} {name!r} must be a class or a factory, got {type(component).__name__}."
                 )
             if name in table:
                 raise DuplicateComponentError(
                     f"{kind} {name!r} is registered twice: by plugin {table[name][1]!r} ({_describe(table[name][0])}) "
-                    f"and by plugin {impl.plugin_name!r} ({_describe(component)}). Uninstall one, or block it with "
+                    f"and by plugin {plugin!r} ({_describe(component)}). Uninstall one, or block it with "
                     "ST_MNR_PLUS_DISABLE_PLUGINS=<entry point name>."
                 )
-            table[name] = (component, impl.plugin_name)
+            table[name] = (component, plugin)
     return table
 
 
@@ -80,20 +100,20 @@ def _describe(component: Callable[..., Any]) -> str:
     return f"{getattr(component, '__module__', '?')}.{getattr(component, '__qualname__', repr(component))}"
 
 
-def _table(kind: str) -> dict[str, tuple[Callable[..., Any], str]]:
+def _table(kind: str) -> Table:
+    global _cache
     _check_kind(kind)
-    table = _tables.get(kind)
-    if table is None:
-        with _lock:
-            table = _tables.get(kind)
-            if table is None:
-                table = _tables[kind] = _build_table(kind)
-    return table
-
-
-def _clear_cache() -> None:
+    pm = get_plugin_manager()
+    built_from, tables = _cache
+    if built_from is pm and kind in tables:
+        return tables[kind]
     with _lock:
-        _tables.clear()
+        if _cache[0] is not pm:
+            _cache = (pm, {})
+        tables = _cache[1]
+        if kind not in tables:
+            tables[kind] = _build_table(pm, kind)
+        return tables[kind]
 
 
 def names(kind: Kind) -> list[str]:

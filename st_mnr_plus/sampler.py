@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
-from st_mnr_plus._sampling import (
-    DuplicateIndex,
-    as_arrow_table,
-    encode_duplicates,
-    place_rows,
-    skip_overfull_texts,
-)
+from st_mnr_plus._sampling import DuplicateIndex, EpochLayouts, as_arrow_table, encode_duplicates
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +19,7 @@ __all__ = ["NoDuplicatesSampler"]
 
 # Columns sentence-transformers never treats as inputs (its ``_EXCLUDE_DATASET_COLUMNS``).
 _EXCLUDED_COLUMNS = ("dataset_name",)
-# Offset of the construction-time random stream, so that it never equals an epoch's stream ``seed + epoch``.
-_CONSTRUCTION_STREAM = 0x5EED_CAFE
+_OVERFLOW_MODES = ("extra", "skip")
 
 
 class NoDuplicatesSampler(DefaultBatchSampler):
@@ -33,28 +27,39 @@ class NoDuplicatesSampler(DefaultBatchSampler):
 
     Multiple Negatives Ranking treats every other text of a batch as a negative, so a text that repeats inside a
     batch is a false negative. Like sentence-transformers' ``NoDuplicatesBatchSampler`` (``NO_DUPLICATES``), this
-    sampler keeps any two rows of a batch from sharing a text, across all input columns (label columns and
-    ``dataset_name`` excluded; a text repeated inside one row is allowed, as there). Unlike it:
+    sampler keeps any two rows of a batch from sharing a value, across all input columns (label columns and
+    ``dataset_name`` excluded; a value repeated inside one row is allowed, as there), and yields every row once
+    per epoch. Unlike it:
 
-    * **Speed**: every text is hashed once to 64 bits, vectorised over the Arrow buffers, and only texts held by
-      two or more rows are kept, as ``int32`` ids (4 bytes per text). Equal texts always hash equal, so no
-      duplicate can slip through; a hash collision (about one in 10**7 for 2M texts) could only keep two
-      different texts apart. Each epoch is a random permutation cut into batches; the few rows that collide are
-      found with one sort and put back by a short repair loop whose work is proportional to the collisions, not
-      to the dataset. Epoch 0's layout is drawn at construction (which needs a valid layout anyway) and reused.
-    * **Exact length**: which rows can be placed is decided once, at construction, so ``len(sampler)`` is the
-      number of batches every epoch yields, and every placeable row appears exactly once per epoch. Nothing is
-      ever repeated to pad an epoch.
+    * **Speed**: every text is hashed once to 64 bits, vectorised over the Arrow buffers, the texts whose hash
+      repeats are checked against each other (so a hash collision cannot merge two different texts), and only
+      texts held by two or more rows are kept, as ``int32`` ids. Each epoch is a random permutation cut into
+      batches; the few rows that collide are found with one sort and put back by a short repair loop whose work
+      is proportional to the collisions, not to the dataset. Epoch 0's layout is drawn at construction (which
+      needs a valid layout anyway) and reused.
+    * **Exact length**: the sizes of the batches are decided once, at construction, so ``len(sampler)`` is the
+      number of batches every epoch yields. Nothing is ever repeated to pad an epoch.
     * **Global batches under DDP**: with ``num_replicas`` processes, batches of ``batch_size * num_replicas`` rows
       are built duplicate-free as a whole, then split by rank, so negatives gathered across devices are
       duplicate-free too.
 
-    **Skipped rows.** A row is skipped (every epoch, decided at construction, logged, and listed in
-    :attr:`skipped_indices`) when it cannot be placed without a duplicate: when a text is held by more rows than
-    there are batches, only that many of its rows (chosen at random from ``seed``) are kept; and rows that the
-    placement then still cannot fit within its repair budget (rare, only with very dense duplication) are skipped
-    too. With ``drop_last=True`` the last short batch is dropped, so its rows (different ones every epoch) are
-    not yielded that epoch.
+    **Rows that do not fit.** A text held by more rows than there are batches cannot be in all of them without a
+    duplicate. With ``overflow="extra"`` (the default) the rows that do not fit in the regular batches go to extra,
+    smaller batches at the end of the epoch, as in sentence-transformers, so every row is yielded exactly once per
+    epoch. With ``overflow="skip"`` they are left out of the epoch instead, and every batch but the last is full.
+    Either way, which rows of such a text go to the regular batches rotates from epoch to epoch, least recently
+    placed first.
+
+    **Rows left out.** Rows are left out of an epoch with ``overflow="skip"``, and whenever only full batches are
+    yielded (``drop_last=True``, or ``num_replicas > 1``: a short batch could not give every rank the same number
+    of rows): then the rows that do not fill a full batch are left out too. The same number of rows is left out
+    every epoch (:attr:`num_left_out`, logged each epoch; :attr:`left_out_indices` lists them), but not the same
+    rows: no row is left out more than :attr:`max_epochs_left_out` epochs in a row, so every row is yielded at
+    least once in any ``max_epochs_left_out + 1`` consecutive epochs. The bound is computed from the data: with
+    only ``drop_last`` at work it is 1 (a row never sits out two epochs running); a text held by ``c`` rows with
+    ``b`` batches adds ``(c - 1) // b`` for its rows. An epoch whose own layout cannot be repaired (rare, only
+    with very dense duplication; logged, and :attr:`fell_back` is then true) reuses the construction's layout
+    and its rows; such an epoch does not count towards the bound, it only delays the rotation by one epoch.
 
     **Distributed.** ``num_replicas`` and ``rank`` default to ``torch.distributed``'s world size and rank when it
     is initialised. Global batch ``g`` holds ``batch_size * num_replicas`` rows; rank ``r`` gets rows
@@ -63,22 +68,34 @@ class NoDuplicatesSampler(DefaultBatchSampler):
     ``num_replicas`` consecutive per-device batches: accelerate's ``BatchSamplerShard``, which the trainer wraps
     around every batch sampler, then hands batch ``i`` to process ``i % num_replicas``, so each step's batches
     are one global batch. With ``shard=True`` (a plain ``DataLoader`` without accelerate) each process yields only
-    its own slice. Only full global batches are yielded when ``num_replicas > 1`` (a short one could not give
-    every rank the same number of rows), so every rank yields the same count.
+    its own slice. Only full global batches are yielded, so every rank yields the same count.
 
-    **Determinism.** Each epoch is drawn from NumPy's PCG64 seeded with ``seed + epoch`` (see
-    :meth:`set_epoch`), so the same seed and epoch give the same batches on every machine and every rank. The
-    torch ``generator`` is accepted for compatibility with sentence-transformers and not used.
+    **Determinism.** Each epoch's layout is drawn from NumPy's PCG64 seeded with ``seed + epoch`` (see
+    :meth:`set_epoch`), and the rows it keeps when not all fit follow from ``seed`` and the epochs before it
+    (replayed when an epoch is asked for out of order, as on resume), so the same seed and epoch give the same
+    batches on every machine and every rank. The torch ``generator`` is accepted for compatibility with
+    sentence-transformers and not used.
+
+    **Values.** Strings are compared exactly (or normalised, see ``normalize``); a null is the text ``"None"``,
+    as sentence-transformers compares ``str(None)``. Other values (numbers, lists, images, audio) are compared
+    by :func:`st_mnr_plus._sampling.value_key`: ``str()`` for plain values, a digest of the content otherwise
+    (an image or audio column by its stored bytes).
 
     Args:
         dataset: The training rows: a ``datasets.Dataset``, a ``pyarrow.Table``, or a dict of column name to list.
         batch_size: Rows per batch on each device.
-        drop_last: Drop the last short batch of each epoch instead of yielding it.
+        drop_last: Yield only full batches (see **Rows left out**).
         valid_label_columns: Label column names (as sentence-transformers passes them); those present are not
             checked for duplicates.
         generator: Accepted for compatibility with ``DefaultBatchSampler``; unused.
         seed: Seed of the shuffles; epoch ``e`` uses ``seed + e``. ``None`` takes ``generator.initial_seed()``
             (or 0).
+        precompute_hashes: Accepted for compatibility with ``NoDuplicatesBatchSampler``, and ignored: this sampler
+            always encodes every value once, at construction.
+        precompute_num_proc: Accepted for compatibility, and ignored (the encoding runs in this process).
+        precompute_batch_size: Accepted for compatibility, and ignored.
+        overflow: ``"extra"`` to put the rows that do not fit in the regular batches into extra batches, or
+            ``"skip"`` to leave them out of the epoch (see **Rows that do not fit**).
         columns: Check only these columns for duplicates (default: every column but labels and ``dataset_name``).
         normalize: Compare texts after Unicode NFKC normalisation, collapsing whitespace runs to one space,
             trimming and lower-casing (default ``False``, comparing exact strings as sentence-transformers does).
@@ -87,7 +104,7 @@ class NoDuplicatesSampler(DefaultBatchSampler):
         shard: Yield only this rank's slice of each global batch (see **Distributed**).
 
     Raises:
-        ValueError: On a bad argument, a column that does not exist, or a null value in a checked column.
+        ValueError: On a bad argument, or a column that does not exist.
 
     Example:
         ::
@@ -108,7 +125,11 @@ class NoDuplicatesSampler(DefaultBatchSampler):
         valid_label_columns: list[str] | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = 0,
+        precompute_hashes: bool = False,
+        precompute_num_proc: int | None = None,
+        precompute_batch_size: int = 1000,
         *,
+        overflow: Literal["extra", "skip"] = "extra",
         columns: Sequence[str] | None = None,
         normalize: bool = False,
         num_replicas: int | None = None,
@@ -119,6 +140,8 @@ class NoDuplicatesSampler(DefaultBatchSampler):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if not isinstance(drop_last, bool):
             raise ValueError(f"drop_last must be True or False, got {drop_last!r}.")
+        if overflow not in _OVERFLOW_MODES:
+            raise ValueError(f"overflow must be one of {_OVERFLOW_MODES}, got {overflow!r}.")
         if seed is None:
             seed = generator.initial_seed() if generator is not None else 0
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -131,6 +154,11 @@ class NoDuplicatesSampler(DefaultBatchSampler):
             generator=generator,
             seed=int(seed),
         )
+        # Kept as sentence-transformers keeps them, for code that reads them back; they change nothing here.
+        self.precompute_hashes = precompute_hashes
+        self.precompute_num_proc = precompute_num_proc
+        self.precompute_batch_size = precompute_batch_size
+        self.overflow = overflow
         self.normalize = bool(normalize)
         self.shard = bool(shard)
         self.num_replicas, self.rank = _resolve_replicas(num_replicas, rank)
@@ -138,48 +166,90 @@ class NoDuplicatesSampler(DefaultBatchSampler):
         self.global_batch_size = self.batch_size * self.num_replicas
 
         self._index: DuplicateIndex = encode_duplicates(as_arrow_table(dataset, self.columns), self.columns, normalize)
-        num_rows = self._index.num_rows
-        rng = np.random.default_rng([self.seed, _CONSTRUCTION_STREAM])
-        all_rows = np.arange(num_rows, dtype=np.int32)  # place_rows shuffles int32 ids: no conversion per epoch
-        skipped = skip_overfull_texts(self._index, all_rows, self.global_batch_size, rng)
-        placeable = np.setdiff1d(all_rows, skipped, assume_unique=True) if len(skipped) else all_rows
-        # A layout that is valid for the placeable rows: the fallback of an epoch whose own repair runs out of budget.
-        # The first try is epoch 0's own layout (what __iter__ would draw for it), kept so that epoch 0 reuses it.
-        placement = place_rows(self._index, placeable, self.global_batch_size, self._epoch_rng(0))
-        self._epoch_zero: np.ndarray | None = placement.slots if placement.ok else None
-        while not placement.ok:
-            skipped = np.union1d(skipped, placement.unplaced)
-            placeable = np.setdiff1d(placeable, placement.unplaced, assume_unique=True)
-            placement = place_rows(self._index, placeable, self.global_batch_size, rng)
-        self._fallback = placement.slots
-        self._placeable = placeable
-        self.skipped_indices: np.ndarray = skipped
-        """Rows never yielded, because they cannot be placed without a duplicate (sorted row ids)."""
-
-        num_placeable = len(placeable)
-        if self.drop_last or self.num_replicas > 1:
-            self._num_global_batches = num_placeable // self.global_batch_size
-        else:
-            self._num_global_batches = -(-num_placeable // self.global_batch_size)
-        self.rows_per_epoch: int = min(num_placeable, self._num_global_batches * self.global_batch_size)
+        partial = not drop_last and self.num_replicas == 1
+        self._layouts = EpochLayouts(
+            self._index, self.global_batch_size, partial=partial, extra=overflow == "extra" and partial, seed=self.seed
+        )
+        self._epoch_slots = self._layouts.first()
+        self.rows_per_epoch: int = self._layouts.num_rows
         """Rows yielded per epoch, over all ranks."""
+        self.num_left_out: int = self._index.num_rows - self.rows_per_epoch
+        """Rows each epoch leaves out (the same number every epoch, not the same rows; see **Rows left out**)."""
+        self.num_extra_batches: int = len(self._layouts.extra_sizes)
+        """Extra, smaller batches at the end of each epoch for the rows that do not fit in the regular ones."""
+        self.max_epochs_left_out: int | None = self._layouts.rotation.max_epochs_left_out if self.num_left_out else 0
+        """The most epochs in a row any row can be left out (``None``: no row is ever yielded)."""
+        self.fell_back: bool = False
+        """Whether the last epoch iterated reused the construction's layout (its own could not be repaired)."""
+        self._log_plan()
 
-        if len(skipped):
-            logger.warning(
-                "NoDuplicatesSampler skips %d of %d rows every epoch: they cannot be placed in a batch of %d rows "
-                "without repeating a text (a text held by more rows than there are batches). Their ids are in "
-                "`skipped_indices`.",
-                len(skipped),
-                num_rows,
-                self.global_batch_size,
+    @property
+    def left_out_indices(self) -> np.ndarray:
+        """Rows the last epoch iterated leaves out (epoch 0's before the first iteration), sorted."""
+        if not self.num_left_out:
+            return np.empty(0, dtype=np.int64)
+        mask = np.ones(self._index.num_rows, dtype=bool)
+        mask[self._epoch_slots] = False
+        return np.flatnonzero(mask)
+
+    def __len__(self) -> int:
+        """The exact number of batches :meth:`__iter__` yields in every epoch (on this process)."""
+        num_batches = len(self._layouts.sizes)
+        if self.num_replicas > 1 and not self.shard:
+            return num_batches * self.num_replicas
+        return num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        slots, own = self._layouts.draw(self.epoch)
+        self._epoch_slots = slots
+        self.fell_back = not own
+        if not own:
+            logger.log(
+                logging.WARNING if self.num_left_out else logging.DEBUG,
+                "NoDuplicatesSampler epoch %d: repair budget exhausted, reshuffling the construction layout%s.",
+                self.epoch,
+                " and leaving out its rows" if self.num_left_out else "",
             )
-        if self.rows_per_epoch < num_placeable:
+        if self.num_left_out:
             logger.info(
-                "NoDuplicatesSampler yields %d of %d placeable rows per epoch: the last %d do not fill a %s batch.",
-                self.rows_per_epoch,
-                num_placeable,
-                num_placeable - self.rows_per_epoch,
-                "global" if self.num_replicas > 1 else "full",
+                "NoDuplicatesSampler epoch %d leaves out %d of %d rows (`left_out_indices`).",
+                self.epoch,
+                self.num_left_out,
+                self._index.num_rows,
+            )
+        starts, per_rank = self._layouts.starts.tolist(), self.batch_size
+        ranks = [self.rank] if self.shard else range(self.num_replicas)
+        for start, end in itertools.pairwise(starts):
+            batch = slots[start:end]
+            if self.num_replicas == 1:
+                yield batch.tolist()
+                continue
+            for r in ranks:
+                yield batch[r * per_rank : (r + 1) * per_rank].tolist()
+
+    def _log_plan(self) -> None:
+        """Say once, at construction, what the epochs will hold."""
+        num_rows, regular = self._index.num_rows, len(self._layouts.regular_sizes)
+        if self.num_extra_batches:
+            logger.info(
+                "NoDuplicatesSampler: %d of %d rows cannot share the %d regular batches of %d rows without "
+                "repeating a text; they go to %d extra, smaller batches at the end of each epoch.",
+                num_rows - int(self._layouts.regular_sizes.sum()),
+                num_rows,
+                regular,
+                self.global_batch_size,
+                self.num_extra_batches,
+            )
+        if self.num_left_out:
+            logger.warning(
+                "NoDuplicatesSampler leaves out %d of %d rows every epoch (%s), different rows each epoch: %s. The "
+                "rows of each epoch are in `left_out_indices`.",
+                self.num_left_out,
+                num_rows,
+                self._left_out_reason(),
+                f"no row is left out more than {self.max_epochs_left_out} epochs in a row"
+                if self.max_epochs_left_out is not None
+                else "no batch can be formed",
             )
         logger.debug(
             "NoDuplicatesSampler: %d rows, %d texts held by 2+ rows, %d batches per epoch.",
@@ -188,49 +258,12 @@ class NoDuplicatesSampler(DefaultBatchSampler):
             len(self),
         )
 
-    @property
-    def num_skipped(self) -> int:
-        """Number of rows never yielded because they cannot be placed without a duplicate."""
-        return len(self.skipped_indices)
-
-    def __len__(self) -> int:
-        """The exact number of batches :meth:`__iter__` yields in every epoch (on this process)."""
-        if self.num_replicas > 1 and not self.shard:
-            return self._num_global_batches * self.num_replicas
-        return self._num_global_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.epoch == 0 and self._epoch_zero is not None:
-            slots = self._epoch_zero  # drawn at construction from this epoch's own stream
-        else:
-            rng = self._epoch_rng(self.epoch)
-            placement = place_rows(self._index, self._placeable, self.global_batch_size, rng)
-            slots = placement.slots if placement.ok else self._shuffled_fallback(rng)
-        size, per_rank = self.global_batch_size, self.batch_size
-        ranks = [self.rank] if self.shard else range(self.num_replicas)
-        for g in range(self._num_global_batches):
-            global_batch = slots[g * size : (g + 1) * size]
-            if self.num_replicas == 1:
-                yield global_batch.tolist()
-                continue
-            for r in ranks:
-                yield global_batch[r * per_rank : (r + 1) * per_rank].tolist()
-
-    def _epoch_rng(self, epoch: int) -> np.random.Generator:
-        """The random stream of ``epoch``'s layout: PCG64 seeded with ``seed + epoch``."""
-        return np.random.default_rng(self.seed + epoch)
-
-    def _shuffled_fallback(self, rng: np.random.Generator) -> np.ndarray:
-        """The construction-time layout with its full batches, and the rows inside every batch, reshuffled."""
-        logger.debug(
-            "NoDuplicatesSampler epoch %d: repair budget exhausted, reshuffling the construction layout.", self.epoch
-        )
-        size = self.global_batch_size
-        num_full = len(self._fallback) // size
-        full = self._fallback[: num_full * size].reshape(num_full, size)
-        full = rng.permuted(full[rng.permutation(num_full)], axis=1).reshape(-1)
-        tail = rng.permutation(self._fallback[num_full * size :])
-        return np.concatenate([full, tail])
+    def _left_out_reason(self) -> str:
+        if self.num_replicas > 1:
+            return "only full global batches are yielded under num_replicas > 1"
+        if self.drop_last:
+            return "only full batches are yielded under drop_last=True"
+        return 'overflow="skip" leaves out the rows that do not fit in the regular batches'
 
 
 def _resolve_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:

@@ -22,24 +22,19 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import logging
-import math
 import os
-import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, ParamSpec
 
 import datasets
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+from st_mnr_plus.datasets._build import OUTPUT_COLUMNS, BuildRun, Output
+from st_mnr_plus.datasets._labels import check_label_map
 from st_mnr_plus.datasets.readers import (
-    Batch,
     NLIFormatError,
     OnError,
     Source,
@@ -48,144 +43,9 @@ from st_mnr_plus.datasets.readers import (
     is_file_path,
     layout_kind,
 )
+from st_mnr_plus.datasets.report import SKIP_REASONS, BuildReport, EmptyBuildError, empty_message
 
 logger = logging.getLogger(__name__)
-
-Output = Literal["pairs", "triplets"]
-
-ENTAILMENT, NEUTRAL, CONTRADICTION, NO_CONSENSUS = 0, 1, 2, -1
-
-#: Every reason an input row can be skipped for, in the order reports list them.
-SKIP_REASONS: tuple[str, ...] = (
-    "malformed",
-    "no_consensus",
-    "neutral",
-    "contradiction",
-    "empty_text",
-    "duplicate",
-    "entailment_without_partner",
-    "contradiction_without_partner",
-    "over_cap",
-)
-
-_SKIP_DOC = {
-    "malformed": "malformed line or row (on_error='skip')",
-    "no_consensus": "no-consensus label ('-' or -1)",
-    "neutral": "neutral label",
-    "contradiction": "contradiction label (pairs use entailment rows only)",
-    "empty_text": "empty or whitespace-only text",
-    "duplicate": "exact duplicate of an earlier row",
-    "entailment_without_partner": "entailment whose premise has no contradiction",
-    "contradiction_without_partner": "contradiction whose premise has no entailment",
-    "over_cap": "left out by max_triplets_per_premise",
-}
-
-# Label names accepted (after strip() and lower()) and the codes they stand for; the hub's integer codes too.
-_DEFAULT_LABELS: dict[str, int] = {
-    "entailment": ENTAILMENT,
-    "neutral": NEUTRAL,
-    "contradiction": CONTRADICTION,
-    "-": NO_CONSENSUS,
-    "0": ENTAILMENT,
-    "1": NEUTRAL,
-    "2": CONTRADICTION,
-    "-1": NO_CONSENSUS,
-}
-_LABEL_TARGETS: dict[str, int] = {
-    "entailment": ENTAILMENT,
-    "neutral": NEUTRAL,
-    "contradiction": CONTRADICTION,
-    "no_consensus": NO_CONSENSUS,
-    "-": NO_CONSENSUS,
-}
-_UNKNOWN = np.int8(99)
-_OUTPUT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "pairs": ("anchor", "positive"),
-    "triplets": ("anchor", "positive", "negative"),
-}
-_WRITE_ROWS = 65_536
-_RECORD_BATCH_ROWS = 10_000
-_SPILL_SCHEMA = pa.schema([("premise", pa.string()), ("hypothesis", pa.string()), ("contradiction", pa.bool_())])
-
-
-@dataclass
-class BuildReport:
-    """What a build read, kept and skipped: nothing is dropped without being counted here.
-
-    Every input row is either kept (it contributed to the output) or skipped for exactly one reason, so
-    ``rows_read == rows_kept + sum(skipped.values())``. Reasons are checked in the order of
-    :data:`SKIP_REASONS`: a neutral row with an empty text counts as ``neutral``.
-
-    Attributes:
-        output: ``"pairs"`` or ``"triplets"``.
-        sources: How each source was named (file path, hub id or dataset description).
-        rows_read: Input rows (lines of a file without header and blank lines, or dataset rows).
-        rows_kept: Input rows that contributed to the output.
-        rows_out: Rows of the output dataset. For pairs without reversal it equals ``rows_kept``; for triplets a
-            premise with several entailments and contradictions yields several rows.
-        reversed_added: Reversed pairs added by ``add_reversed=True``.
-        reversed_duplicates: Reversed pairs not added because the output already held that exact pair.
-        skipped: Input rows skipped, by reason (every key of :data:`SKIP_REASONS`, zeros included).
-        rows_read_by_source: Input rows read from each source, keyed like ``sources``.
-    """
-
-    output: str = "pairs"
-    sources: list[str] = field(default_factory=list)
-    rows_read: int = 0
-    rows_kept: int = 0
-    rows_out: int = 0
-    reversed_added: int = 0
-    reversed_duplicates: int = 0
-    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
-    rows_read_by_source: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rows_skipped(self) -> int:
-        """All skipped input rows."""
-        return sum(self.skipped.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        """The counts as plain JSON-serialisable values."""
-        return {
-            "output": self.output,
-            "sources": list(self.sources),
-            "rows_read": self.rows_read,
-            "rows_kept": self.rows_kept,
-            "rows_skipped": self.rows_skipped,
-            "rows_out": self.rows_out,
-            "reversed_added": self.reversed_added,
-            "reversed_duplicates": self.reversed_duplicates,
-            "skipped": dict(self.skipped),
-            "rows_read_by_source": dict(self.rows_read_by_source),
-        }
-
-    def __str__(self) -> str:
-        n_sources = len(self.sources)
-        lines = [
-            f"NLI build ({self.output}): read {self.rows_read:,} rows from {n_sources} source"
-            f"{'' if n_sources == 1 else 's'}, kept {self.rows_kept:,}, output {self.rows_out:,} rows."
-        ]
-        if self.reversed_added or self.reversed_duplicates:
-            lines.append(
-                f"  reversed pairs: {self.reversed_added:,} added, {self.reversed_duplicates:,} already present"
-            )
-        lines.append(f"  skipped {self.rows_skipped:,} rows:")
-        for reason in SKIP_REASONS:
-            if self.skipped[reason]:
-                lines.append(f"    {reason:<30} {self.skipped[reason]:>10,}  {_SKIP_DOC[reason]}")
-        if n_sources > 1:
-            lines.append("  rows read by source:")
-            lines.extend(f"    {name}: {count:,}" for name, count in self.rows_read_by_source.items())
-        return "\n".join(lines)
-
-
-class EmptyBuildError(ValueError):
-    """Every row was filtered out. The message says which filters removed them; ``report`` has the counts."""
-
-    def __init__(self, message: str, report: BuildReport) -> None:
-        super().__init__(message)
-        self.report = report
-
 
 SourceLike = str | os.PathLike[str] | datasets.Dataset | datasets.DatasetDict | datasets.IterableDataset
 
@@ -259,7 +119,7 @@ class NLIBuilder:
         show_progress: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        if output not in _OUTPUT_COLUMNS:
+        if output not in OUTPUT_COLUMNS:
             raise ValueError(f"output must be 'pairs' or 'triplets', got {output!r}.")
         if not isinstance(add_reversed, bool):
             raise ValueError(f"add_reversed must be True or False, got {add_reversed!r}.")
@@ -292,7 +152,7 @@ class NLIBuilder:
         self.output: Output = output
         self.add_reversed = add_reversed
         self.max_triplets_per_premise = max_triplets_per_premise
-        self.label_map = _check_label_map(label_map)
+        self.label_map = check_label_map(label_map)
         self.columns = dict(columns) if columns is not None else None
         self.split = split
         self.on_error: OnError = on_error
@@ -371,7 +231,14 @@ class NLIBuilder:
         resolved = self._sources(sources)
         report = BuildReport(output=self.output, sources=[s.name for s in resolved])
         self.report = report
-        run = _Run(self, report)
+        run = BuildRun(
+            self.output,
+            report,
+            label_map=self.label_map,
+            add_reversed=self.add_reversed,
+            max_triplets_per_premise=self.max_triplets_per_premise,
+            cache_dir=self.cache_dir,
+        )
         try:
             for source in resolved:
                 before = report.rows_read
@@ -392,32 +259,48 @@ class NLIBuilder:
         logger.info("%s", report)
         if report.rows_out == 0:
             run.abort()
-            raise EmptyBuildError(_empty_message(report), report)
+            raise EmptyBuildError(empty_message(report), report)
         dataset = run.close()
         dataset.build_report = report
         return dataset
 
 
+_P = ParamSpec("_P")
+
+
+def _takes_the_options_of(
+    builder: Callable[_P, NLIBuilder],
+) -> Callable[
+    [Callable[..., datasets.Dataset]], Callable[Concatenate[SourceLike | Iterable[SourceLike], _P], datasets.Dataset]
+]:
+    """Give the decorated function the signature ``(sources, <the builder's parameters>)``.
+
+    The options are declared once, on :class:`NLIBuilder`; type checkers read them through the ``ParamSpec``, and
+    ``help()``, ``inspect.signature`` and IDEs through ``__signature__``.
+    """
+
+    def decorate(function: Callable[..., datasets.Dataset]) -> Any:
+        own = inspect.signature(function)
+        sources = next(iter(own.parameters.values()))
+        function.__signature__ = own.replace(  # type: ignore[attr-defined]
+            parameters=[sources, *inspect.signature(builder).parameters.values()]
+        )
+        return function
+
+    return decorate
+
+
+@_takes_the_options_of(NLIBuilder)
 def build_nli(
-    sources: SourceLike | Iterable[SourceLike],
-    output: Output = "pairs",
-    *,
-    add_reversed: bool = False,
-    max_triplets_per_premise: int | None = None,
-    label_map: Mapping[str | int, str | int] | None = None,
-    columns: Mapping[str, str | int] | None = None,
-    split: str = "train",
-    on_error: OnError = "raise",
-    show_progress: bool = False,
-    cache_dir: str | os.PathLike[str] | None = None,
+    sources: SourceLike | Iterable[SourceLike], output: Output = "pairs", **options: Any
 ) -> datasets.Dataset:
     """Build MNR-ready pairs or triplets from NLI sources in one call.
 
-    ``build_nli(sources, output, **options)`` is ``NLIBuilder(output, **options).build(sources)``: see
-    :class:`NLIBuilder` for the options and what the output holds, and :meth:`NLIBuilder.build` for the
-    sources. A premise
-    with ``e`` entailed and ``c`` contradicting hypotheses yields ``e * c`` triplets, at most
-    ``max_triplets_per_premise``.
+    ``build_nli(sources, output, **options)`` is ``NLIBuilder(output, **options).build(sources)``: the options
+    (``add_reversed``, ``max_triplets_per_premise``, ``label_map``, ``columns``, ``split``, ``on_error``,
+    ``show_progress``, ``cache_dir``) and what the output holds are documented on :class:`NLIBuilder`, the
+    sources on :meth:`NLIBuilder.build`. A premise with ``e`` entailed and ``c`` contradicting hypotheses yields
+    ``e * c`` triplets, at most ``max_triplets_per_premise``.
 
     The build report (rows read, kept, and skipped by reason) is logged at INFO and attached to the returned
     dataset as ``dataset.build_report``.
@@ -425,19 +308,14 @@ def build_nli(
     Args:
         sources: Files, hub ids or datasets, one or a list (see :meth:`NLIBuilder.build`).
         output: ``"pairs"`` (``anchor, positive``) or ``"triplets"`` (``anchor, positive, negative``).
-        add_reversed: Pairs only: add each pair reversed too.
-        max_triplets_per_premise: Triplets only: cap per premise (``None``: all ``e * c``).
-        label_map: Extra label values -> ``"entailment"``, ``"neutral"``, ``"contradiction"``, ``"no_consensus"``.
-        columns: Column mapping for layouts not recognised by name (names, or positions for headerless CSV/TSV).
-        split: The split of a ``DatasetDict`` or hub id.
-        on_error: ``"raise"`` on a malformed line or row, or ``"skip"`` and count it.
-        show_progress: Show a tqdm progress bar per source.
-        cache_dir: Where the output Arrow file goes (``None``: a temporary directory).
+        **options: The keyword options of :class:`NLIBuilder`.
 
     Returns:
         An Arrow-backed dataset with exactly the loss columns, carrying ``build_report``.
 
     Raises:
+        ValueError: An option is invalid (the message names it).
+        TypeError: An unknown option.
         FileNotFoundError: A file does not exist.
         NLIFormatError: Malformed input, missing columns or an unknown label (names the file and line, or row).
         EmptyBuildError: The filters removed every row (says which).
@@ -449,421 +327,7 @@ def build_nli(
             pairs.column_names  # ['anchor', 'positive']
             print(pairs.build_report)
     """
-    builder = NLIBuilder(
-        output,
-        add_reversed=add_reversed,
-        max_triplets_per_premise=max_triplets_per_premise,
-        label_map=label_map,
-        columns=columns,
-        split=split,
-        on_error=on_error,
-        show_progress=show_progress,
-        cache_dir=cache_dir,
-    )
-    return builder.build(sources)
-
-
-# --------------------------------------------------------------------------------------------------- internals
-
-
-def _check_label_map(label_map: Mapping[str | int, str | int] | None) -> dict[str | int, int]:
-    if label_map is None:
-        return {}
-    if not isinstance(label_map, Mapping):
-        raise ValueError(f"label_map must be a mapping of label value -> meaning, got {type(label_map).__name__}.")
-    checked: dict[str | int, int] = {}
-    for raw, meaning in label_map.items():
-        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-            raise ValueError(f"label_map keys must be strings or integers, got {raw!r}.")
-        if isinstance(meaning, str) and meaning.strip().lower() in _LABEL_TARGETS:
-            code = _LABEL_TARGETS[meaning.strip().lower()]
-        elif isinstance(meaning, int) and not isinstance(meaning, bool) and meaning in (0, 1, 2, -1):
-            code = meaning
-        else:
-            raise ValueError(
-                f"label_map[{raw!r}] = {meaning!r}: expected 'entailment', 'neutral', 'contradiction', "
-                "'no_consensus', or 0, 1, 2, -1."
-            )
-        checked[raw.strip().lower() if isinstance(raw, str) else raw] = code
-    return checked
-
-
-def _empty_message(report: BuildReport) -> str:
-    reasons = ", ".join(f"{r} {n:,}" for r, n in report.skipped.items() if n) or "none"
-    if report.rows_read == 0:
-        cause = "the sources hold no rows"
-    else:
-        cause = f"every row was filtered out (skipped by reason: {reasons})"
-    return (
-        f"build_nli produced no {report.output} from {', '.join(report.sources)}: read {report.rows_read:,} rows, "
-        f"{cause}. Pairs need entailment rows; triplets need a premise with both an entailment and a contradiction."
-    )
-
-
-def _blank(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """True where a text is empty or whitespace only."""
-    return pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0).to_numpy(zero_copy_only=False)
-
-
-def _keys2(first: list[str], second: list[str]) -> list[bytes]:
-    """128-bit BLAKE2b digests of text pairs: exact-duplicate detection without keeping the texts."""
-    blake = hashlib.blake2b
-    # 0xff never occurs in UTF-8, so the separator keeps ("a", "bc") and ("ab", "c") apart.
-    return [
-        blake(a.encode() + b"\xff" + b.encode(), digest_size=16).digest() for a, b in zip(first, second, strict=True)
-    ]
-
-
-def _keys3(first: list[str], second: list[str], third: list[str]) -> list[bytes]:
-    blake = hashlib.blake2b
-    return [
-        blake(a.encode() + b"\xff" + b.encode() + b"\xff" + c.encode(), digest_size=16).digest()
-        for a, b, c in zip(first, second, third, strict=True)
-    ]
-
-
-class _DigestSet:
-    """An exact set of 128-bit digests in sorted numpy runs: 16 bytes a key, where a Python set takes about 80.
-
-    Keys are split into two 64-bit halves; runs are sorted by the first half (the second is compared on a hit)
-    and merged when a run is no longer than twice the next, so there are O(log n) runs to search.
-    """
-
-    def __init__(self) -> None:
-        self._hi: list[np.ndarray] = []
-        self._lo: list[np.ndarray] = []
-
-    def __len__(self) -> int:
-        return sum(len(run) for run in self._hi)
-
-    @staticmethod
-    def _halves(digests: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        pairs = np.frombuffer(b"".join(digests), dtype=np.uint64).reshape(len(digests), 2)
-        return pairs[:, 0], pairs[:, 1]
-
-    def _contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(hi), dtype=bool)
-        for run_hi, run_lo in zip(self._hi, self._lo, strict=True):
-            left = np.searchsorted(run_hi, hi, "left")
-            right = np.searchsorted(run_hi, hi, "right")
-            hits = np.flatnonzero(right > left)
-            if hits.size == 0:
-                continue
-            single = right[hits] - left[hits] == 1
-            one = hits[single]
-            found[one[run_lo[left[one]] == lo[one]]] = True
-            for i in hits[~single]:  # keys sharing their first 64 bits: compare the second half of each
-                if (run_lo[left[i] : right[i]] == lo[i]).any():
-                    found[i] = True
-        return found
-
-    def contains(self, digests: list[bytes]) -> np.ndarray:
-        """True for each digest in the set."""
-        if not digests:
-            return np.zeros(0, dtype=bool)
-        return self._contains(*self._halves(digests))
-
-    def add_new(self, digests: list[bytes]) -> np.ndarray:
-        """Add the digests; True for each one neither in the set before nor earlier in ``digests``."""
-        n = len(digests)
-        if n == 0:
-            return np.zeros(0, dtype=bool)
-        hi, lo = self._halves(digests)
-        new = ~self._contains(hi, lo)
-        order = np.lexsort((lo, hi))  # stable: equal keys stay in input order, the first one leading
-        repeat = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
-        new[order[1:][repeat]] = False
-        fresh = order[new[order]]
-        if fresh.size:
-            self._hi.append(hi[fresh])
-            self._lo.append(lo[fresh])
-            while len(self._hi) > 1 and len(self._hi[-2]) <= 2 * len(self._hi[-1]):
-                merged_hi = np.concatenate(self._hi[-2:])
-                merged_lo = np.concatenate(self._lo[-2:])
-                by_hi = np.argsort(merged_hi, kind="stable")
-                self._hi[-2:] = [merged_hi[by_hi]]
-                self._lo[-2:] = [merged_lo[by_hi]]
-        return new
-
-
-def _pair_order(e: int, c: int, k: int) -> tuple[int, int]:
-    """The ``k``-th (entailment, contradiction) index pair of ``e * c``.
-
-    ``k -> (k mod e, (k + k // lcm(e, c)) mod c)`` is a bijection onto the grid, and its first ``max(e, c)``
-    values use every row and every column: a cap of ``max(e, c)`` triplets leaves no hypothesis unused.
-    """
-    return k % e, (k + k // math.lcm(e, c)) % c
-
-
-class _Run:
-    """The state of one build: report, duplicate index, triplet groups and the output writer."""
-
-    def __init__(self, builder: NLIBuilder, report: BuildReport) -> None:
-        self.builder = builder
-        self.report = report
-        self.columns = _OUTPUT_COLUMNS[builder.output]
-        self.schema = pa.schema([(c, pa.string()) for c in self.columns])
-        cache_dir = builder.cache_dir
-        if cache_dir is None:
-            from datasets.fingerprint import get_temporary_cache_files_directory
-
-            cache_dir = get_temporary_cache_files_directory()
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        self.path = Path(cache_dir) / f"nli-{builder.output}-{uuid.uuid4().hex}.arrow"
-        features = datasets.Features({c: datasets.Value("string") for c in self.columns})
-        # Few, large record batches: opening the memory-mapped result then touches few pages.
-        self.writer = datasets.arrow_writer.ArrowWriter(
-            features=features, path=str(self.path), writer_batch_size=_RECORD_BATCH_ROWS
-        )
-        self.closed = False
-        self.seen = _DigestSet()
-        self.seen_triplets = _DigestSet()
-        # Triplet candidates (premise, hypothesis, is_contradiction) wait in a temporary Arrow stream.
-        self.spill_path = self.path.with_suffix(".candidates.arrows")
-        self.spill_writer: pa.ipc.RecordBatchStreamWriter | None = None
-        self.premise_hashes: list[np.ndarray] = []
-        self.label_cache: dict[Any, int | None] = {}
-
-    # --------------------------------------------------------------------------------------------- labels
-
-    def _code(self, value: Any) -> int | None:
-        label_map = self.builder.label_map
-        if isinstance(value, str):
-            key = value.strip().lower()
-            if key in label_map:
-                return label_map[key]
-            return _DEFAULT_LABELS.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value in label_map:
-                return label_map[value]
-            return value if value in (0, 1, 2, -1) else None
-        return None
-
-    def _codes(self, column: pa.ChunkedArray, batch: Batch, source: Source) -> np.ndarray:
-        """Label codes (0, 1, 2, -1) of a batch; an unknown value raises naming it and its line or row."""
-        encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-        values = encoded.dictionary.to_pylist()
-        lut = np.empty(len(values), dtype=np.int8)
-        for i, value in enumerate(values):
-            if value not in self.label_cache:
-                self.label_cache[value] = self._code(value)
-            code = self.label_cache[value]
-            lut[i] = _UNKNOWN if code is None else code
-        codes = lut[encoded.indices.to_numpy(zero_copy_only=False)]
-        unknown = np.flatnonzero(codes == _UNKNOWN)
-        if unknown.size:
-            first = int(unknown[0])
-            value = values[encoded.indices[first].as_py()]
-            location = int(batch.locations[first])
-            column_name = source.layout.mapping["label"]
-            raise NLIFormatError(
-                f"{source.where(location)}: unknown label {value!r} in column {column_name!r}. Expected "
-                "entailment/neutral/contradiction in any case, 0/1/2, or '-'/-1 for no consensus; pass "
-                "label_map={...} to map other values.",
-                source.name,
-                location,
-            )
-        return codes
-
-    # --------------------------------------------------------------------------------------------- batches
-
-    def consume(self, batch: Batch, source: Source) -> None:
-        report = self.report
-        table = batch.table
-        report.rows_read += table.num_rows + batch.malformed
-        report.skipped["malformed"] += batch.malformed
-        if table.num_rows == 0:
-            return
-        kind = source.layout.kind
-        if kind == "triplet" and self.builder.output == "triplets":
-            self._passthrough_triplets(table)
-            return
-        if kind == "nli":
-            codes = self._codes(table.column("label"), batch, source)
-            first, second = table.column("premise"), table.column("hypothesis")
-        else:
-            codes = np.zeros(table.num_rows, dtype=np.int8)
-            first, second = table.column("anchor"), table.column("positive")
-        skipped = report.skipped
-        skipped["no_consensus"] += int(np.count_nonzero(codes == NO_CONSENSUS))
-        skipped["neutral"] += int(np.count_nonzero(codes == NEUTRAL))
-        if self.builder.output == "pairs":
-            skipped["contradiction"] += int(np.count_nonzero(codes == CONTRADICTION))
-            wanted = codes == ENTAILMENT
-        else:
-            wanted = (codes == ENTAILMENT) | (codes == CONTRADICTION)
-        blank = _blank(first) | _blank(second)
-        skipped["empty_text"] += int(np.count_nonzero(wanted & blank))
-        candidates = pa.array(wanted & ~blank)
-        first, second = first.filter(candidates), second.filter(candidates)
-        if self.builder.output == "pairs":
-            self._pairs(first, second)
-        else:
-            self._spill(first, second, codes[wanted & ~blank])
-
-    def _pairs(self, anchors: pa.ChunkedArray, positives: pa.ChunkedArray) -> None:
-        report = self.report
-        keep = self.seen.add_new(_keys2(anchors.to_pylist(), positives.to_pylist()))
-        kept = int(keep.sum())
-        report.skipped["duplicate"] += len(keep) - kept
-        report.rows_kept += kept
-        mask = pa.array(keep)
-        anchors, positives = anchors.filter(mask), positives.filter(mask)
-        self._write([anchors, positives])
-        if self.builder.add_reversed:
-            back = self.seen.add_new(_keys2(positives.to_pylist(), anchors.to_pylist()))
-            added = int(back.sum())
-            report.reversed_added += added
-            report.reversed_duplicates += kept - added
-            mask = pa.array(back)
-            self._write([positives.filter(mask), anchors.filter(mask)])
-
-    def _spill(self, premises: pa.ChunkedArray, hypotheses: pa.ChunkedArray, codes: np.ndarray) -> None:
-        """Triplet candidates go to a temporary Arrow stream; only a hash of each premise stays in memory."""
-        if self.spill_writer is None:
-            self.spill_writer = pa.ipc.new_stream(str(self.spill_path), _SPILL_SCHEMA)
-        contradiction = pa.array(codes == CONTRADICTION)
-        table = pa.Table.from_arrays(
-            [premises.cast(pa.string()), hypotheses.cast(pa.string()), contradiction], schema=_SPILL_SCHEMA
-        )
-        self.spill_writer.write_table(table)
-        # Python's str hash: a collision only keeps a premise's group open longer, never merges two premises.
-        self.premise_hashes.append(np.fromiter(map(hash, premises.to_pylist()), dtype=np.int64, count=len(premises)))
-
-    def _passthrough_triplets(self, table: pa.Table) -> None:
-        report = self.report
-        columns = [table.column(c) for c in ("anchor", "positive", "negative")]
-        blank = _blank(columns[0]) | _blank(columns[1]) | _blank(columns[2])
-        report.skipped["empty_text"] += int(np.count_nonzero(blank))
-        mask = pa.array(~blank)
-        columns = [c.filter(mask) for c in columns]
-        keep = self.seen_triplets.add_new(_keys3(*(c.to_pylist() for c in columns)))
-        kept = int(keep.sum())
-        report.skipped["duplicate"] += len(keep) - kept
-        report.rows_kept += kept
-        mask = pa.array(keep)
-        self._write([c.filter(mask) for c in columns])
-
-    def finish(self) -> None:
-        """Group the spilled triplet candidates by premise and emit each group after its premise's last row.
-
-        The spill is read back in order, one batch at a time; a group is emitted and freed at the last row of its
-        premise, so memory holds only the premises still open (few when a corpus keeps a premise's rows
-        together, as SNLI and MultiNLI do).
-        """
-        if self.spill_writer is None:
-            return
-        self.spill_writer.close()
-        self.spill_writer = None
-        hashes = np.concatenate(self.premise_hashes)
-        self.premise_hashes = []
-        # The last row of each premise hash: first occurrences in the reversed array.
-        _, from_end = np.unique(hashes[::-1], return_index=True)
-        is_last = np.zeros(len(hashes), dtype=bool)
-        is_last[len(hashes) - 1 - from_end] = True
-        del hashes, from_end
-        groups: dict[str, tuple[dict[str, None], dict[str, None]]] = {}
-        out: tuple[list[str], list[str], list[str]] = ([], [], [])
-        duplicates = 0
-        row = 0
-        with pa.OSFile(str(self.spill_path), "rb") as spill, pa.ipc.open_stream(spill) as reader:
-            for batch in reader:
-                premises = batch.column(0).to_pylist()
-                hypotheses = batch.column(1).to_pylist()
-                contradictions = batch.column(2).to_pylist()
-                for premise, hypothesis, contradiction, last in zip(
-                    premises, hypotheses, contradictions, is_last[row : row + len(premises)].tolist(), strict=True
-                ):
-                    group = groups.get(premise)
-                    if group is None:
-                        group = groups[premise] = ({}, {})
-                    side = group[1] if contradiction else group[0]
-                    if hypothesis in side:
-                        duplicates += 1
-                    else:
-                        side[hypothesis] = None
-                    if last:
-                        self._emit(premise, *groups.pop(premise), out)
-                row += len(premises)
-                if len(out[0]) >= _WRITE_ROWS:
-                    self._write([pa.array(col, pa.string()) for col in out])
-                    out = ([], [], [])
-        for premise, (ents, cons) in groups.items():  # premises whose hash collided with a later premise's
-            self._emit(premise, ents, cons, out)
-        self._write([pa.array(col, pa.string()) for col in out])
-        self.report.skipped["duplicate"] += duplicates
-        self.spill_path.unlink(missing_ok=True)
-
-    def _emit(
-        self,
-        premise: str,
-        ent_set: dict[str, None],
-        con_set: dict[str, None],
-        out: tuple[list[str], list[str], list[str]],
-    ) -> None:
-        """Append a premise's triplets to ``out``; count its rows as kept or skipped (no partner, cap, duplicate)."""
-        report, cap = self.report, self.builder.max_triplets_per_premise
-        skipped = report.skipped
-        ents, cons = list(ent_set), list(con_set)
-        e, c = len(ents), len(cons)
-        if e == 0 or c == 0:
-            skipped["entailment_without_partner"] += e
-            skipped["contradiction_without_partner"] += c
-            return
-        passthrough = self.seen_triplets if len(self.seen_triplets) else None
-        used_e, used_c = [False] * e, [False] * c
-        dup_e, dup_c = [False] * e, [False] * c
-        emitted, capped = 0, False
-        for k in range(e * c):
-            if cap is not None and emitted >= cap:
-                capped = True
-                break
-            i, j = _pair_order(e, c, k)
-            positive, negative = ents[i], cons[j]
-            if positive == negative:  # the same hypothesis labelled both ways: no usable triplet
-                continue
-            if passthrough and passthrough.contains(_keys3([premise], [positive], [negative]))[0]:
-                dup_e[i] = dup_c[j] = True
-                continue
-            out[0].append(premise)
-            out[1].append(positive)
-            out[2].append(negative)
-            used_e[i] = used_c[j] = True
-            emitted += 1
-        for used, dup, partner in ((used_e, dup_e, "entailment"), (used_c, dup_c, "contradiction")):
-            for was_used, was_dup in zip(used, dup, strict=True):
-                if was_used:
-                    report.rows_kept += 1
-                elif capped:
-                    skipped["over_cap"] += 1
-                elif was_dup:
-                    skipped["duplicate"] += 1
-                else:
-                    skipped[f"{partner}_without_partner"] += 1
-
-    # ---------------------------------------------------------------------------------------------- output
-
-    def _write(self, arrays: list[pa.Array | pa.ChunkedArray]) -> None:
-        if len(arrays[0]) == 0:
-            return
-        table = pa.Table.from_arrays(arrays, names=list(self.columns)).cast(self.schema)
-        self.writer.write_table(table)
-        self.report.rows_out += table.num_rows
-
-    def close(self) -> datasets.Dataset:
-        self.writer.finalize()
-        self.closed = True
-        return datasets.Dataset.from_file(str(self.path))
-
-    def abort(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.writer.close()
-        if self.spill_writer is not None:
-            self.spill_writer.close()
-            self.spill_writer = None
-        self.path.unlink(missing_ok=True)
-        self.spill_path.unlink(missing_ok=True)
+    return NLIBuilder(output, **options).build(sources)
 
 
 __all__ = [
@@ -872,5 +336,6 @@ __all__ = [
     "EmptyBuildError",
     "NLIBuilder",
     "NLIFormatError",
+    "Output",
     "build_nli",
 ]

@@ -16,17 +16,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import torch
-from sentence_transformers.base.losses.gradcache import (
-    CachedLossMixin,
-    _validate_mini_batch_num_tokens,
-    has_static_embedding_input,
-)
+from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
 from sentence_transformers.util import cos_sim
 from torch import Tensor, nn
 
-from st_mnr_plus.losses.functional import row_hashes
+from st_mnr_plus.losses import options as opt
 from st_mnr_plus.losses.grouping import inverse_permutation, sorted_by_length
 from st_mnr_plus.losses.mnr_plus import MNRPlus
+from st_mnr_plus.losses.options import Option
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +41,36 @@ _GRADCACHE_CITATION = """
 """
 
 
-def _delegated(name: str) -> property:
-    """A read-only property reading ``name`` off the wrapped :class:`MNRPlus`, which owns every loss option."""
-    return property(lambda self: getattr(self.loss, name), doc=f"``{name}`` of the wrapped MNRPlus.")
+class _Delegated:
+    """An option of the wrapped :class:`MNRPlus`, which owns every loss option: read from it and assigned to it
+    (with its checks), as ``CachedMultipleNegativesRankingLoss`` forwards its options to its inner loss."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        return self if instance is None else getattr(instance.loss, self.name)
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        setattr(instance.loss, self.name, value)
+
+
+def _check_optional_tokens(value: Any, name: str) -> int | None:
+    return opt.check_optional_positive_int(value, name)
+
+
+def _matryoshka_weights(loss: nn.Module) -> dict[int, float]:
+    """Embedding width -> weight, when ``MatryoshkaLoss`` has wrapped this loss's ``calculate_loss``.
+
+    sentence-transformers' ``CachedLossDecorator`` calls the original ``calculate_loss`` once per dimension with
+    the embeddings truncated to it and multiplies each result by that dimension's weight; it keeps the dimensions
+    and weights as attributes. Without such a wrapper every call counts once.
+    """
+    wrapper = loss.__dict__.get("calculate_loss")
+    dims, weights = getattr(wrapper, "matryoshka_dims", None), getattr(wrapper, "matryoshka_weights", None)
+    if dims is None or weights is None:
+        return {}
+    return {int(dim): float(weight) for dim, weight in zip(dims, weights, strict=True)}
 
 
 class CachedMNRPlus(CachedLossMixin, nn.Module):
@@ -69,8 +93,10 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         symmetric: bool = False,
         mask_duplicates: bool = True,
         false_negative_margin: float | None = None,
+        false_negative_ratio: float | None = None,
         learnable_scale: bool = False,
         max_scale: float = 100.0,
+        scale_learning_rate: float | None = None,
         hard_negatives: Literal["shared", "own"] = "shared",
         tile_size: int | None = None,
         group_by_length: bool = True,
@@ -118,14 +144,18 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
             hardness_strength: ``alpha`` of the hardness penalty; must be non-negative.
             symmetric: MNRPlus's shorthand for ``directions=("query_to_doc", "doc_to_query")``,
                 ``partition_mode="per_direction"``.
-            mask_duplicates: Exclude from each anchor's negatives every candidate whose token ids equal its
-                positive's (hashed from the token ids before the first encoder pass, so dropout cannot matter).
+            mask_duplicates: Exclude from each anchor's negatives every candidate whose inputs equal its
+                positive's (identified from the features before the first encoder pass, so dropout cannot
+                matter; see MNRPlus).
             false_negative_margin: Also exclude negatives more similar than the positive minus this margin.
-            learnable_scale: Learn the scale (log-parametrised, clamped at ``max_scale``). Its gradient is
-                cached in step 2 and applied, scaled like every other gradient (gradient accumulation, AMP
-                loss scaling), when the trainer back-propagates the returned loss. Across processes it is
-                averaged like DDP averages the model's gradients, so every rank keeps the same scale.
+            false_negative_ratio: Also exclude negatives more similar than this fraction of the positive's
+                similarity (NV-Retriever's TopK-PercPos).
+            learnable_scale: Learn the scale (see MNRPlus). Its gradient is cached in step 2 and applied, scaled
+                like every other gradient (gradient accumulation, AMP loss scaling), when the trainer
+                back-propagates the returned loss; under ``MatryoshkaLoss`` each dimension's share gets that
+                dimension's weight. Across processes it is averaged like DDP averages the model's gradients.
             max_scale: Upper bound of a learnable scale.
+            scale_learning_rate: Learning rate of a learnable scale, applied by ``LossStateCallback``.
             hard_negatives: ``"shared"`` (MNRL: hard negatives are negatives for every anchor) or ``"own"``.
             tile_size: Anchor rows per tile of the loss stage; ``None`` lets MNRPlus choose.
             group_by_length: Sort each column's rows by token count before splitting it into mini-batches (and
@@ -185,14 +215,15 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
                 trainer.train()
         """
         super().__init__()
-        if isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int) or mini_batch_size < 1:
-            raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}")
-        _validate_mini_batch_num_tokens(mini_batch_num_tokens)
         if has_static_embedding_input(model):
             raise ValueError(
                 "CachedMNRPlus cannot cache a StaticEmbedding model: its inputs (a flat token stream with offsets) "
                 "cannot be split into mini-batches, and it has no activations worth caching. Use MNRPlus instead."
             )
+        self.mini_batch_size = mini_batch_size
+        self.mini_batch_num_tokens = mini_batch_num_tokens
+        self.show_progress_bar = show_progress_bar
+        self.group_by_length = group_by_length
         self.model = model
         # The wrapped loss owns and validates every loss option; this class adds the caching.
         self.loss = MNRPlus(
@@ -207,37 +238,61 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
             symmetric=symmetric,
             mask_duplicates=mask_duplicates,
             false_negative_margin=false_negative_margin,
+            false_negative_ratio=false_negative_ratio,
             learnable_scale=learnable_scale,
             max_scale=max_scale,
+            scale_learning_rate=scale_learning_rate,
             hard_negatives=hard_negatives,
             tile_size=tile_size,
         )
-        self.mini_batch_size = mini_batch_size
-        self.mini_batch_num_tokens = mini_batch_num_tokens
-        self.show_progress_bar = show_progress_bar
-        self.group_by_length = bool(group_by_length)
         # Set by forward for calculate_loss: per column, the permutation that sorted its rows by length.
         self._orders: list[Tensor | None] = []
         # Set by forward for calculate_loss, which the mixin calls with (reps, labels) only.
         self._row_ids: list[Tensor] | None = None
-        # Gradients of the loss's own parameters (a learnable scale) from the last step (2), see forward.
-        self._param_grads: list[tuple[nn.Parameter, Tensor]] = []
+        # Per calculate_loss call of the last step (2): the embedding width and the gradients of the loss's own
+        # parameters (a learnable scale), see forward.
+        self._param_grads: list[tuple[int, list[tuple[nn.Parameter, Tensor]]]] = []
 
-    scale = _delegated("scale")
-    temperature = _delegated("temperature")
-    similarity_fct = _delegated("similarity_fct")
-    gather_across_devices = _delegated("gather_across_devices")
-    directions = _delegated("directions")
-    partition_mode = _delegated("partition_mode")
-    hardness_mode = _delegated("hardness_mode")
-    hardness_strength = _delegated("hardness_strength")
-    symmetric = _delegated("symmetric")
-    mask_duplicates = _delegated("mask_duplicates")
-    false_negative_margin = _delegated("false_negative_margin")
-    learnable_scale = _delegated("learnable_scale")
-    max_scale = _delegated("max_scale")
-    hard_negatives = _delegated("hard_negatives")
-    tile_size = _delegated("tile_size")
+    mini_batch_size = Option(opt.check_positive_int)
+    mini_batch_num_tokens = Option(_check_optional_tokens)
+    show_progress_bar = Option(opt.check_bool)
+    group_by_length = Option(opt.check_bool)
+    scale = _Delegated()
+    similarity_fct = _Delegated()
+    gather_across_devices = _Delegated()
+    directions = _Delegated()
+    partition_mode = _Delegated()
+    hardness_mode = _Delegated()
+    hardness_strength = _Delegated()
+    symmetric = _Delegated()
+    mask_duplicates = _Delegated()
+    false_negative_margin = _Delegated()
+    false_negative_ratio = _Delegated()
+    max_scale = _Delegated()
+    scale_learning_rate = _Delegated()
+    hard_negatives = _Delegated()
+    tile_size = _Delegated()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # As in MNRPlus: an option assigned a module or a parameter goes to its descriptor (here: the inner loss),
+        # not to nn.Module's registries.
+        if isinstance(getattr(type(self), name, None), Option | _Delegated | property):
+            object.__setattr__(self, name, value)
+            return
+        super().__setattr__(name, value)
+
+    @property
+    def learnable_scale(self) -> bool:
+        return self.loss.learnable_scale
+
+    @property
+    def temperature(self) -> float:
+        return self.loss.temperature
+
+    @property
+    def statistics(self) -> tuple[Tensor, int, Tensor | float] | None:
+        """The wrapped MNRPlus's raw statistics of the last batch, still on the device."""
+        return self.loss.statistics
 
     @property
     def diagnostics(self) -> dict[str, float]:
@@ -252,8 +307,8 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
             raise ValueError(
                 f"sentence_features must hold at least 2 columns (anchor, positive), got {len(sentence_features)}"
             )
-        # Hash the token ids before any encoder pass: modules may edit the features in place while embedding.
-        self._row_ids = [row_hashes(f) for f in sentence_features] if self.loss.mask_duplicates else None
+        # Identify the rows before any encoder pass: modules may edit the features in place while embedding.
+        self._row_ids = self.loss.row_ids(sentence_features) if self.loss.mask_duplicates else None
         self._orders = [None] * len(sentence_features)
         if self.group_by_length:
             sorted_features = [sorted_by_length(f) for f in sentence_features]
@@ -265,13 +320,22 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         finally:
             self._row_ids = None
             self._orders = []
-        if not self._param_grads:
-            return loss
-        # The loss's own parameters got their gradients in step (2), but must receive them only when (and
-        # scaled as) the returned loss is back-propagated: p * g - sg(p * g) is 0 in value, g in gradient.
-        surrogate = sum((p * g).sum() for p, g in self._param_grads)
-        self._param_grads = []
-        return loss + (surrogate - surrogate.detach())
+        surrogate = self._parameter_surrogate()
+        return loss if surrogate is None else loss + (surrogate - surrogate.detach())
+
+    def _parameter_surrogate(self) -> Tensor | None:
+        """``sum_calls weight * sum_p p * g_p``: 0 in value, the loss's own parameters' gradients in backward.
+
+        The parameters got their gradients in step (2), but must receive them only when (and scaled as) the
+        returned loss is back-propagated. A wrapper may call :meth:`calculate_loss` several times per step:
+        ``MatryoshkaLoss`` calls it once per dimension and weighs each call's loss, so each call's gradients get
+        that dimension's weight here, as the embeddings' gradients get it in the wrapper.
+        """
+        calls, self._param_grads = self._param_grads, []
+        if not calls:
+            return None
+        weights = _matryoshka_weights(self)
+        return sum(weights.get(width, 1.0) * sum((p * g).sum() for p, g in grads) for width, grads in calls)
 
     def calculate_loss(
         self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
@@ -280,7 +344,7 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
 
         With ``with_backward``, the gradients with respect to the embeddings are left in each mini-batch's
         ``.grad`` (the mixin caches them from there), those of the loss's own parameters are kept for
-        :meth:`forward`, and the detached loss is returned.
+        :meth:`forward` (added to those of earlier calls of the same step), and the detached loss is returned.
 
         Args:
             reps: Per column, the embeddings of each mini-batch, ``(mini_batch, dim)`` leaf tensors.
@@ -295,13 +359,15 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         if not with_backward:
             return loss
         leaves = [rep for column in reps for rep in column]
-        model_params = {id(p) for p in self.model.parameters()}
+        model_params = {id(p) for p in self.model.parameters()} if self.model is not None else set()
         params = [p for p in self.loss.parameters() if p.requires_grad and id(p) not in model_params]
         grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
         for rep, grad in zip(leaves, grads[: len(leaves)], strict=True):
             rep.grad = grad
-        # Already averaged over the ranks by MNRPlus (see its _scale_tensor), like DDP averages the model's.
-        self._param_grads = [(p, g) for p, g in zip(params, grads[len(leaves) :], strict=True) if g is not None]
+        # Already averaged over the ranks by MNRPlus (see its _scale_value), like DDP averages the model's.
+        own = [(p, g) for p, g in zip(params, grads[len(leaves) :], strict=True) if g is not None]
+        if own:
+            self._param_grads.append((embeddings[0].shape[-1], own))
         return loss.detach()
 
     # ---- model card -----------------------------------------------------------------------------------------

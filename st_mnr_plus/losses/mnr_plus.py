@@ -1,4 +1,8 @@
-"""MNRPlus: a drop-in ``MultipleNegativesRankingLoss`` that never builds the ``B x B`` matrix."""
+"""MNRPlus: a drop-in ``MultipleNegativesRankingLoss`` that never builds the ``B x B`` matrix.
+
+The module holds the options (each validated by :mod:`.options`, at construction and at every assignment), the
+temperature, the diagnostics and the gathering across devices; the math is :mod:`.functional` over :mod:`.ops`.
+"""
 
 from __future__ import annotations
 
@@ -14,20 +18,21 @@ from sentence_transformers.util import all_gather, all_gather_with_grad, cos_sim
 from sentence_transformers.util import similarity_fct_name as _similarity_fct_name
 from torch import Tensor, nn
 
+from st_mnr_plus.losses import options as opt
 from st_mnr_plus.losses.functional import (
     DEFAULT_TILE_ELEMENTS,
-    DIRECTIONS,
-    HARDNESS_MODES,
     MNRSpec,
+    diagnostics_from_stats,
     mnr_plus_loss,
     plain_mnr_loss,
-    row_hashes,
 )
 from st_mnr_plus.losses.grouping import embed_columns_grouped
+from st_mnr_plus.losses.identity import UnidentifiableRowsError, row_hashes
+from st_mnr_plus.losses.options import Option
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MNRPlus"]
+__all__ = ["DIAGNOSTIC_KEYS", "MNRPlus"]
 
 DIAGNOSTIC_KEYS: tuple[str, ...] = (
     "accuracy",
@@ -61,24 +66,39 @@ _INFOCL_CITATION = """
 """
 
 
-def _similarity_kind(similarity_fct: Callable[[Tensor, Tensor], Tensor]) -> Literal["cos", "dot"] | None:
-    """``"cos"``/``"dot"`` for the similarity functions the tiled path implements, else ``None``."""
+def similarity_kind(similarity_fct: Callable[[Tensor, Tensor], Tensor]) -> Literal["cos", "dot"] | None:
+    """``"cos"``/``"dot"`` for the similarity functions the tiled path implements, else ``None`` (plain path)."""
     if similarity_fct is cos_sim:
         return "cos"
     if similarity_fct is dot_score:
         return "dot"
     # model.similarity bound methods resolve through the model's similarity_fn_name.
-    name = _similarity_fct_name(similarity_fct)
     owner = getattr(similarity_fct, "__self__", None)
     if owner is not None and hasattr(owner, "similarity_fn_name"):
-        if name == "cos_sim":
-            return "cos"
-        if name == "dot_score":
-            return "dot"
+        return {"cos_sim": "cos", "dot_score": "dot"}.get(_similarity_fct_name(similarity_fct))
     return None
 
 
+def check_optional_positive(value: Any, name: str) -> float | None:
+    return None if value is None else opt.check_positive(value, name)
+
+
 class MNRPlus(nn.Module):
+    similarity_fct = Option(opt.check_callable)
+    gather_across_devices = Option(opt.check_bool)
+    directions = Option(opt.check_directions)
+    partition_mode = Option(opt.check_choice(opt.PARTITION_MODES))
+    hardness_mode = Option(opt.check_choice(opt.HARDNESS_MODES))
+    hardness_strength = Option(opt.check_non_negative)
+    mask_duplicates = Option(opt.check_bool)
+    false_negative_margin = Option(opt.check_optional_finite)
+    false_negative_ratio = Option(opt.check_ratio)
+    max_scale = Option(opt.check_positive)
+    scale_learning_rate = Option(check_optional_positive)
+    hard_negatives = Option(opt.check_choice(opt.HARD_NEGATIVES))
+    tile_size = Option(opt.check_optional_positive_int)
+    group_by_length = Option(opt.check_bool)
+
     def __init__(
         self,
         model: nn.Module,
@@ -95,16 +115,18 @@ class MNRPlus(nn.Module):
         symmetric: bool = False,
         mask_duplicates: bool = True,
         false_negative_margin: float | None = None,
+        false_negative_ratio: float | None = None,
         learnable_scale: bool = False,
         max_scale: float = 100.0,
+        scale_learning_rate: float | None = None,
         hard_negatives: Literal["shared", "own"] = "shared",
         tile_size: int | None = None,
         group_by_length: bool = True,
     ) -> None:
         r"""Multiple negatives ranking (InfoNCE with in-batch negatives), computed in tiles, with false-negative
         masking and an optionally learnable temperature. A drop-in for sentence-transformers'
-        ``MultipleNegativesRankingLoss`` (MNRL): same arguments, same inputs, same loss and gradients when no
-        duplicates are masked.
+        ``MultipleNegativesRankingLoss`` (MNRL): same arguments, same inputs, same loss and gradients when nothing
+        is masked.
 
         For each anchor :math:`q_i` with positive :math:`p_i`, over the candidate set :math:`\mathcal{C}_i` (every
         positive and hard negative of the batch, plus the terms of the other ``directions``):
@@ -115,12 +137,17 @@ class MNRPlus(nn.Module):
                 {\sum_{c \in \mathcal{C}_i \setminus \mathcal{M}_i} \exp(s \cdot \mathrm{sim}(q_i, c)
                 + \alpha\, \mathrm{sg}(\mathrm{sim}(q_i, c)) [c \text{ penalised}])}
 
-        with ``s = scale = 1 / temperature``, :math:`\mathcal{M}_i` the masked false negatives (texts equal to the
-        positive; similarities above the positive's minus ``false_negative_margin``) and :math:`\alpha` the
-        ``hardness_strength``. The logits are never materialised as a ``B x B(1+n)`` matrix: anchor rows are
-        processed in tiles, each tile computing its exact logsumexp and its gradients at once (saved for
-        backward, as Liger-Kernel's fused linear cross-entropy does), so peak extra memory is
-        ``O(B * d + tile)``. Logits and accumulation are float32 whatever the embedding dtype.
+        with ``s = scale = 1 / temperature``, :math:`\mathcal{M}_i` the masked false negatives (inputs equal to
+        the positive's; similarities above the false-negative bound) and :math:`\alpha` the ``hardness_strength``.
+        The logits are never materialised as a ``B x B(1+n)`` matrix: anchor rows are processed in tiles, each
+        tile computing its exact logsumexp and its gradients at once (saved for backward, as Liger-Kernel's fused
+        linear cross-entropy does), so peak extra memory is ``O(B * d + tile)``. Logits and accumulation are
+        float32 whatever the embedding dtype, with autocast disabled inside the loss, and the gradients are cast
+        to the embeddings' dtype once, at the end (float16 under a GradScaler stays finite).
+
+        Every option is an attribute that can be reassigned later (``loss.scale = 5.0``,
+        ``loss.similarity_fct = util.dot_score``, ...) with the same effect and the same checks as in the
+        constructor; a new ``similarity_fct`` re-chooses between the tiled and the plain path.
 
         Args:
             model: The SentenceTransformer model.
@@ -128,8 +155,8 @@ class MNRPlus(nn.Module):
             similarity_fct: ``cos_sim`` (default) or ``dot_score`` (also as the model's ``similarity``) use the
                 tiled path. Any other function falls back to a plain path that builds the full similarity
                 matrices and lets autograd differentiate them: same results, none of the memory savings.
-            gather_across_devices: Gather the embeddings (and row hashes) of every rank, with gradients, and score
-                this rank's rows against the global candidate pool, as MNRL does.
+            gather_across_devices: Gather the embeddings (and row identities) of every rank, with gradients, and
+                score this rank's rows against the global candidate pool, as MNRL does.
             directions: Interaction terms, as MNRL: ``"query_to_doc"`` (required), ``"query_to_query"``,
                 ``"doc_to_query"``, ``"doc_to_doc"``.
             partition_mode: ``"joint"`` (one softmax over all directions) or ``"per_direction"`` (one per
@@ -140,19 +167,26 @@ class MNRPlus(nn.Module):
             symmetric: Shorthand for ``directions=("query_to_doc", "doc_to_query")`` with
                 ``partition_mode="per_direction"`` (MNRL's symmetric variant). Both directions are read from the
                 same tiles. Leave ``directions`` at its default when using it.
-            mask_duplicates: Exclude from each anchor's negatives every candidate whose token ids equal its
-                positive's (and, for query_to_query/doc_to_query, every query equal to the anchor). Token ids,
-                not embeddings, are compared, so dropout cannot hide a duplicate.
+            mask_duplicates: Exclude from each anchor's negatives every candidate whose inputs equal its
+                positive's (and, for query_to_query/doc_to_query, every query equal to the anchor). Inputs are
+                compared, not embeddings (token ids under the attention mask, and every other per-row tensor such
+                as pixel values), so dropout cannot hide a duplicate. A column whose rows cannot be told apart
+                from its features is left unmasked, with a warning. ``False`` gives MNRL's behaviour.
             false_negative_margin: Also exclude negatives whose similarity exceeds the positive's similarity
-                minus this margin (positive-aware false-negative filtering; a negative margin lets a negative
-                get that much above the positive). ``None`` disables it.
-            learnable_scale: Make the scale an ``nn.Parameter`` (log-parametrised, clamped at ``max_scale``) that
-                the trainer's optimizer updates with the model. ``SentenceTransformerTrainer`` puts the loss's
-                parameters into its optimizer; with a non-zero ``weight_decay`` the log-scale is decayed towards
-                ``scale = 1`` too, so use ``learning_rate_mapping``/a parameter group to exempt it if needed.
-                Under ``torch.distributed`` its gradient is averaged over the ranks (DDP averages only the
-                model's), so every rank keeps the same scale.
+                minus this margin (an absolute bound; a negative margin lets a negative get that much above the
+                positive). ``None`` disables it.
+            false_negative_ratio: Also exclude negatives whose similarity exceeds this fraction of the positive's
+                similarity, in ``(0, 1]`` (NV-Retriever's TopK-PercPos, where 0.95 worked best). ``None``
+                disables it. With both bounds set, the lower one applies.
+            learnable_scale: Make the scale a parameter, trained with the model. It is stored as the log of its
+                ratio to the initial ``scale`` (so weight decay pulls it towards the initial temperature, not
+                towards scale 1), capped at ``max_scale`` by clamping the parameter before each forward (so the
+                cap never blocks its gradient), and averaged over the ranks under ``torch.distributed``. Use
+                :class:`st_mnr_plus.LossStateCallback` with the trainer: it gives the scale its own learning rate
+                (``scale_learning_rate``) and keeps it in checkpoints, so ``resume_from_checkpoint`` restores it.
             max_scale: Upper bound of a learnable scale.
+            scale_learning_rate: The learning rate of a learnable scale, applied by ``LossStateCallback`` through
+                the trainer's ``learning_rate_mapping``; ``None`` trains it with the model's learning rate.
             hard_negatives: ``"shared"`` (MNRL: hard negatives are negatives for every anchor) or ``"own"``
                 (each anchor's hard negatives count only for it; in-batch positives still count for all).
             tile_size: Anchor rows per tile; ``None`` picks it so that a tile holds about four million logits.
@@ -177,15 +211,16 @@ class MNRPlus(nn.Module):
             row ``i`` being column ``i``.
 
         Diagnostics:
-            After every forward, ``loss.diagnostics`` holds detached Python floats for a callback to log:
+            After every forward, ``loss.diagnostics`` gives Python floats for a callback to log (computed when
+            read, so a training step that nobody reads them in never waits for the device):
 
             - ``"accuracy"``: fraction of anchors whose positive is more similar than every unmasked
               query_to_doc negative (in-batch top-1 accuracy);
             - ``"positive_similarity"``: mean anchor-positive similarity;
             - ``"hardest_negative_similarity"``: mean over anchors of the highest unmasked negative similarity
               (NaN when no anchor has a negative, e.g. a batch of one pair);
-            - ``"masked_fraction"``: fraction of query_to_doc negatives excluded by the duplicate mask or the
-              margin; ``"masked_duplicates"``: the number excluded as duplicates;
+            - ``"masked_fraction"``: fraction of query_to_doc negatives excluded as duplicates or by a
+              false-negative bound; ``"masked_duplicates"``: the number excluded as duplicates;
             - ``"scale"``: the scale used.
 
         Recommendations:
@@ -203,7 +238,7 @@ class MNRPlus(nn.Module):
               https://arxiv.org/abs/1807.03748
             - Cheng et al., 2024, Breaking the Memory Barrier (Inf-CL), tiled contrastive loss:
               https://arxiv.org/abs/2410.17243
-            - Moreira et al., 2024, NV-Retriever (positive-aware false-negative filtering):
+            - Moreira et al., 2024, NV-Retriever (positive-aware false-negative filtering, TopK-PercPos):
               https://arxiv.org/abs/2407.15831
 
         Example:
@@ -218,102 +253,129 @@ class MNRPlus(nn.Module):
                     "anchor": ["It's nice weather outside today.", "He drove to work."],
                     "positive": ["It's so sunny.", "He took the car to the office."],
                 })
-                loss = MNRPlus(model, learnable_scale=True)
+                loss = MNRPlus(model)
                 trainer = SentenceTransformerTrainer(model=model, train_dataset=train_dataset, loss=loss)
                 trainer.train()
         """
         super().__init__()
         self.model = model
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0 or math.isinf(scale):
-            raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-        if not callable(similarity_fct):
-            raise ValueError(f"similarity_fct must be callable, got {similarity_fct!r}")
-        if symmetric:
-            if tuple(directions) != ("query_to_doc",):
-                raise ValueError(
-                    "symmetric=True sets directions=('query_to_doc', 'doc_to_query'); leave directions at its "
-                    f"default or pass the directions you want instead (got directions={tuple(directions)!r})"
-                )
-            directions = ("query_to_doc", "doc_to_query")
-            partition_mode = "per_direction"
-        directions = tuple(directions)
-        if not directions:
-            raise ValueError("directions must name at least one direction")
-        unknown = set(directions) - set(DIRECTIONS)
-        if unknown:
-            raise ValueError(f"directions has invalid entries {sorted(unknown)}; valid: {DIRECTIONS}")
-        if "query_to_doc" not in directions:
-            raise ValueError("directions must include 'query_to_doc' (it contains the positive pair)")
-        if len(set(directions)) != len(directions):
-            raise ValueError(f"directions has repeated entries: {directions!r}")
-        if partition_mode not in ("joint", "per_direction"):
-            raise ValueError(f"partition_mode must be 'joint' or 'per_direction', got {partition_mode!r}")
-        if partition_mode == "per_direction" and set(directions) & {"query_to_query", "doc_to_doc"}:
-            raise ValueError(
-                "partition_mode='per_direction' requires every direction's candidate pool to include the positive "
-                "pair; 'query_to_query' and 'doc_to_doc' do not. Use partition_mode='joint'."
-            )
-        if hardness_mode not in HARDNESS_MODES:
-            raise ValueError(f"hardness_mode must be one of {HARDNESS_MODES}, got {hardness_mode!r}")
-        if not hardness_strength >= 0.0:
-            raise ValueError(f"hardness_strength must be non-negative, got {hardness_strength!r}")
-        if hardness_mode is not None and hardness_strength == 0.0:
-            logger.warning(
-                "hardness_mode=%r is set but hardness_strength=0.0, so hardness weighting has no effect.",
-                hardness_mode,
-            )
-        if hard_negatives not in ("shared", "own"):
-            raise ValueError(f"hard_negatives must be 'shared' or 'own', got {hard_negatives!r}")
-        if false_negative_margin is not None and (
-            isinstance(false_negative_margin, bool) or not math.isfinite(float(false_negative_margin))
-        ):
-            raise ValueError(f"false_negative_margin must be a finite float or None, got {false_negative_margin!r}")
-        if not max_scale > 0 or math.isinf(max_scale):
-            raise ValueError(f"max_scale must be a positive finite number, got {max_scale!r}")
-        if learnable_scale and scale > max_scale:
-            raise ValueError(f"scale ({scale}) must not exceed max_scale ({max_scale}) when learnable_scale=True")
-        if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1):
-            raise ValueError(f"tile_size must be a positive integer or None, got {tile_size!r}")
-
         self.similarity_fct = similarity_fct
-        self._similarity_kind = _similarity_kind(similarity_fct)
         self.gather_across_devices = gather_across_devices
         self.directions = directions
         self.partition_mode = partition_mode
         self.hardness_mode = hardness_mode
-        self.hardness_strength = float(hardness_strength)
-        self.symmetric = symmetric
+        self.hardness_strength = hardness_strength
         self.mask_duplicates = mask_duplicates
-        self.false_negative_margin = None if false_negative_margin is None else float(false_negative_margin)
-        self.learnable_scale = learnable_scale
-        self.max_scale = float(max_scale)
+        self.false_negative_margin = false_negative_margin
+        self.false_negative_ratio = false_negative_ratio
+        self.max_scale = max_scale
+        self.scale_learning_rate = scale_learning_rate
         self.hard_negatives = hard_negatives
         self.tile_size = tile_size
-        self.group_by_length = bool(group_by_length)
-        self._initial_scale = float(scale)
-        if learnable_scale:
-            self.log_scale = nn.Parameter(torch.tensor(math.log(scale), dtype=torch.float32))
+        self.group_by_length = group_by_length
+        if opt.check_bool(symmetric, "symmetric"):
+            if self.directions != ("query_to_doc",):
+                raise ValueError(
+                    "symmetric=True sets directions=('query_to_doc', 'doc_to_query'); leave directions at its "
+                    f"default or pass the directions you want instead (got directions={self.directions!r})"
+                )
+            self.symmetric = True
+        opt.check_combination(self.directions, self.partition_mode)
+        if self.hardness_mode is not None and self.hardness_strength == 0.0:
+            logger.warning(
+                "hardness_mode=%r is set but hardness_strength=0.0, so hardness weighting has no effect.",
+                self.hardness_mode,
+            )
+        self._learnable = opt.check_bool(learnable_scale, "learnable_scale")
+        scale = opt.check_positive(scale, "scale")
+        if self._learnable:
+            if scale > self.max_scale:
+                raise ValueError(
+                    f"scale ({scale}) must not exceed max_scale ({self.max_scale}) when learnable_scale=True"
+                )
+            self._initial_log_scale = math.log(scale)
+            self.log_scale_offset = nn.Parameter(torch.zeros((), dtype=torch.float32))
         else:
-            self._fixed_scale = float(scale)
-        self.diagnostics: dict[str, float] = {}
+            self._fixed_scale = scale
+        self._stats: Tensor | None = None
+        self._stats_rows = 0
+        self._stats_scale: Tensor | float = scale
+        self._unidentified_warned: set[int] = set()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module files a module or a parameter away in its own registries without calling the class's
+        # descriptors: an option (checked on assignment) must see every value, a similarity that is a module or a
+        # scale that is a parameter included. Such a value is also registered, as MNRL's plain attribute would be,
+        # so that it follows .to() and the optimizer sees its parameters.
+        if isinstance(getattr(type(self), name, None), Option | property):
+            object.__setattr__(self, name, value)
+            self._modules.pop(f"{name}_module", None)
+            self._parameters.pop(f"{name}_parameter", None)
+            if isinstance(value, nn.Parameter):
+                self._parameters[f"{name}_parameter"] = value
+            elif isinstance(value, nn.Module):
+                self._modules[f"{name}_module"] = value
+            return
+        super().__setattr__(name, value)
+
+    # ---- options that are not a single stored value --------------------------------------------------------
+
+    @property
+    def learnable_scale(self) -> bool:
+        """Whether the scale is a trained parameter (fixed at construction)."""
+        return self._learnable
+
+    @property
+    def symmetric(self) -> bool:
+        """``directions == ("query_to_doc", "doc_to_query")`` with ``partition_mode == "per_direction"``."""
+        return self.directions == ("query_to_doc", "doc_to_query") and self.partition_mode == "per_direction"
+
+    @symmetric.setter
+    def symmetric(self, value: bool) -> None:
+        if opt.check_bool(value, "symmetric"):
+            self.directions, self.partition_mode = ("query_to_doc", "doc_to_query"), "per_direction"
+        elif self.symmetric:
+            self.directions, self.partition_mode = ("query_to_doc",), "joint"
 
     # ---- temperature ---------------------------------------------------------------------------------------
 
-    def _scale_tensor(self) -> Tensor | float:
-        """The scale to compute with: a tensor carrying the log-scale's gradient, or a float."""
-        if not self.learnable_scale:
+    def _scale_value(self) -> Tensor | float:
+        """The scale to compute with: a tensor carrying the parameter's gradient, or a float."""
+        if not self._learnable:
             return self._fixed_scale
-        log_scale = self.log_scale
+        offset = self.log_scale_offset
+        with torch.no_grad():  # the cap, applied to the parameter itself: it never blocks the gradient
+            offset.clamp_(max=math.log(self.max_scale) - self._initial_log_scale)
         if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            log_scale = _AverageGradAcrossRanks.apply(log_scale)
-        return log_scale.exp().clamp(max=self.max_scale)
+            offset = _AverageGradAcrossRanks.apply(offset)
+        return (offset + self._initial_log_scale).exp()
 
     @property
     def scale(self) -> float:
         """The current scale (inverse temperature) as a Python float."""
-        if not self.learnable_scale:
-            return self._fixed_scale
-        return float(self._scale_tensor().detach())
+        if not self._learnable:
+            fixed = self._fixed_scale
+            return float(fixed.detach()) if isinstance(fixed, Tensor) else fixed
+        offset = float(self.log_scale_offset.detach())
+        return min(math.exp(self._initial_log_scale + offset), self.max_scale)
+
+    @scale.setter
+    def scale(self, value: float | Tensor) -> None:
+        if isinstance(value, Tensor) and not self._learnable:
+            # A tensor, e.g. an nn.Parameter the user trains (MNRL multiplies by whatever its attribute holds).
+            if value.numel() != 1 or not value.is_floating_point():
+                raise ValueError(f"scale must be a positive number or a one-element float tensor, got {value!r}")
+            opt.check_positive(float(value.detach()), "scale")
+            self._fixed_scale = value.reshape(())
+            return
+        value = opt.check_positive(value, "scale")
+        if not self._learnable:
+            self._fixed_scale = value
+            return
+        if value > self.max_scale:
+            raise ValueError(f"scale ({value}) must not exceed max_scale ({self.max_scale}) when learnable_scale=True")
+        with torch.no_grad():
+            self.log_scale_offset.fill_(math.log(value) - self._initial_log_scale)
 
     @property
     def temperature(self) -> float:
@@ -323,12 +385,40 @@ class MNRPlus(nn.Module):
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
         sentence_features = list(sentence_features)
-        row_ids = [row_hashes(features) for features in sentence_features] if self.mask_duplicates else None
+        # Identify the rows before embedding: modules may edit the features in place.
+        row_ids = self.row_ids(sentence_features) if self.mask_duplicates else None
         if self.group_by_length:
             embeddings = embed_columns_grouped(self.model, sentence_features)
         else:
             embeddings = embed_columns(self.model, sentence_features)
         return self.compute_loss_from_embeddings(embeddings, labels, row_ids=row_ids)
+
+    def row_ids(self, sentence_features: list[dict[str, Any]]) -> list[Tensor]:
+        """One ``(B,)`` int64 identity per column (see :func:`~st_mnr_plus.losses.identity.row_hashes`).
+
+        A column whose rows cannot be identified from its features gets identities that match nothing (negative
+        numbers, unique per rank, column and row): its duplicates are not masked, as in MNRL. That is said once
+        per column, as a warning.
+        """
+        ids = []
+        rank = get_rank() if self.gather_across_devices else 0
+        for k, features in enumerate(sentence_features):
+            try:
+                ids.append(row_hashes(features))
+            except UnidentifiableRowsError as exc:
+                if k not in self._unidentified_warned:
+                    self._unidentified_warned.add(k)
+                    logger.warning(
+                        "MNRPlus cannot identify the rows of input column %d (%s): duplicates in it are not masked, "
+                        "MNRL's loss is computed for it. Pass mask_duplicates=False to silence this.",
+                        k,
+                        exc,
+                    )
+                rows = _batch_rows(features)
+                first = -1 - (rank * len(sentence_features) + k) * rows
+                device = next((v.device for v in features.values() if isinstance(v, Tensor)), None)
+                ids.append(torch.arange(first, first - rows, -1, device=device))
+        return ids
 
     def compute_loss_from_embeddings(
         self, embeddings: list[Tensor], labels: Tensor | None = None, *, row_ids: list[Tensor] | None = None
@@ -339,31 +429,13 @@ class MNRPlus(nn.Module):
             embeddings: One ``(B, d)`` tensor per input column, this rank's rows only; gathering across devices
                 happens here when ``gather_across_devices`` is set.
             labels: Unused (the target of row ``i`` is its own positive), kept for the trainer's signature.
-            row_ids: One ``(B,)`` int64 tensor per column identifying equal inputs (see
-                :func:`st_mnr_plus.losses.functional.row_hashes`), or ``None`` for no duplicate masking.
+            row_ids: One ``(B,)`` int64 tensor per column identifying equal inputs (see :meth:`row_ids`), or
+                ``None`` for no duplicate masking.
 
         Returns:
             The scalar loss.
         """
-        embeddings = list(embeddings)
-        if len(embeddings) < 2:
-            raise ValueError(f"embeddings must hold at least 2 columns (anchor, positive), got {len(embeddings)}")
-        batch = embeddings[0].shape[0] if embeddings[0].ndim == 2 else -1
-        for k, column in enumerate(embeddings):
-            if not isinstance(column, Tensor) or column.ndim != 2 or column.shape[0] != batch:
-                raise ValueError(
-                    f"embeddings[{k}] must be a ({batch}, dim) tensor like embeddings[0], got "
-                    f"{tuple(column.shape) if isinstance(column, Tensor) else type(column).__name__}"
-                )
-        if row_ids is not None:
-            if len(row_ids) != len(embeddings):
-                raise ValueError(f"row_ids must hold one tensor per column ({len(embeddings)}), got {len(row_ids)}")
-            for k, ids in enumerate(row_ids):
-                if not isinstance(ids, Tensor) or ids.shape != (batch,):
-                    raise ValueError(
-                        f"row_ids[{k}] must be a ({batch},) tensor, got "
-                        f"{tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__}"
-                    )
+        embeddings, row_ids, batch = _checked(embeddings, row_ids)
         queries, docs = embeddings[0], embeddings[1:]
         offset = 0
         if self.gather_across_devices:
@@ -373,11 +445,24 @@ class MNRPlus(nn.Module):
                 row_ids = [all_gather(ids.to(queries.device)) for ids in row_ids]
             offset = get_rank() * batch
         candidates = torch.cat(docs, dim=0)  # (B_world * (1 + n), d): positives, then each negative column
-        query_hashes = candidate_hashes = None
+        query_ids = candidate_ids = None
         if row_ids is not None:
-            query_hashes = row_ids[0].to(queries.device)
-            candidate_hashes = torch.cat([ids.to(queries.device) for ids in row_ids[1:]])
-        spec = MNRSpec(
+            query_ids, candidate_ids = row_ids[0], torch.cat([ids.to(queries.device) for ids in row_ids[1:]])
+        spec = self._spec(batch, offset)
+        scale = self._scale_value()
+        kind = similarity_kind(self.similarity_fct)
+        if kind is not None:
+            loss, stats = mnr_plus_loss(queries, candidates, scale, spec, kind, query_ids, candidate_ids)
+        else:
+            loss, stats = plain_mnr_loss(
+                queries, candidates, scale, spec, self.similarity_fct, query_ids, candidate_ids
+            )
+        self._stats, self._stats_rows = stats, batch
+        self._stats_scale = scale.detach() if isinstance(scale, Tensor) else scale
+        return loss
+
+    def _spec(self, batch: int, offset: int) -> MNRSpec:
+        return MNRSpec(
             local_batch=batch,
             offset=offset,
             directions=self.directions,
@@ -386,33 +471,31 @@ class MNRPlus(nn.Module):
             hardness_strength=self.hardness_strength,
             hard_negatives=self.hard_negatives,
             false_negative_margin=self.false_negative_margin,
+            false_negative_ratio=self.false_negative_ratio,
             tile_rows=self.tile_size,
             tile_elements=DEFAULT_TILE_ELEMENTS,
         )
-        scale = self._scale_tensor()
-        if self._similarity_kind is not None:
-            loss, stats = mnr_plus_loss(
-                queries, candidates, scale, spec, self._similarity_kind, query_hashes, candidate_hashes
-            )
-        else:
-            loss, stats = plain_mnr_loss(
-                queries, candidates, scale, spec, self.similarity_fct, query_hashes, candidate_hashes
-            )
-        self._update_diagnostics(stats, batch, scale)
-        return loss
 
-    def _update_diagnostics(self, stats: Tensor, batch: int, scale: Tensor | float) -> None:
-        correct, pos_sum, hardest_sum, rows_with_neg, masked, masked_dup, negatives = stats.tolist()
-        self.diagnostics = {
-            "accuracy": correct / batch,
-            "positive_similarity": pos_sum / batch,
-            "hardest_negative_similarity": hardest_sum / rows_with_neg if rows_with_neg else float("nan"),
-            "masked_fraction": masked / negatives if negatives else 0.0,
-            "masked_duplicates": masked_dup,
-            "scale": float(scale.detach()) if isinstance(scale, Tensor) else float(scale),
-        }
+    # ---- diagnostics ---------------------------------------------------------------------------------------
 
-    # ---- model card --------------------------------------------------------------------------------------
+    @property
+    def statistics(self) -> tuple[Tensor, int, Tensor | float] | None:
+        """The last batch's raw sums (:data:`~st_mnr_plus.losses.ops.STAT_NAMES`), its rows and the scale, still on
+        the device (``None`` before the first forward): what :attr:`diagnostics` is computed from, for callers that
+        collect them every step and read them later (``MNRDiagnosticsCallback``)."""
+        return None if self._stats is None else (self._stats, self._stats_rows, self._stats_scale)
+
+    @property
+    def diagnostics(self) -> dict[str, float]:
+        """Figures of the last batch (see the class docstring); empty before the first forward.
+
+        Reading them copies a few numbers from the device: the training step itself never waits for it.
+        """
+        if self._stats is None:
+            return {}
+        return diagnostics_from_stats(self._stats, self._stats_rows, self._stats_scale)
+
+    # ---- model card ----------------------------------------------------------------------------------------
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
@@ -425,8 +508,10 @@ class MNRPlus(nn.Module):
             "hardness_strength": self.hardness_strength,
             "mask_duplicates": self.mask_duplicates,
             "false_negative_margin": self.false_negative_margin,
+            "false_negative_ratio": self.false_negative_ratio,
             "learnable_scale": self.learnable_scale,
             "max_scale": self.max_scale,
+            "scale_learning_rate": self.scale_learning_rate,
             "hard_negatives": self.hard_negatives,
             "group_by_length": self.group_by_length,
         }
@@ -437,6 +522,42 @@ class MNRPlus(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.4g}, directions={self.directions}, mask_duplicates={self.mask_duplicates}"
+
+
+def _batch_rows(features: dict[str, Any]) -> int:
+    for key in ("input_ids", "attention_mask"):
+        value = features.get(key)
+        if isinstance(value, Tensor) and value.ndim == 2:
+            return value.shape[0]
+    offsets = features.get("offsets")
+    if isinstance(offsets, Tensor):
+        return offsets.numel()
+    return next(v.shape[0] for v in features.values() if isinstance(v, Tensor) and v.ndim > 0)
+
+
+def _checked(embeddings: list[Tensor], row_ids: list[Tensor] | None) -> tuple[list[Tensor], list[Tensor] | None, int]:
+    """The columns and their identities, checked: ``(embeddings, row_ids, batch)``."""
+    embeddings = list(embeddings)
+    if len(embeddings) < 2:
+        raise ValueError(f"embeddings must hold at least 2 columns (anchor, positive), got {len(embeddings)}")
+    batch = embeddings[0].shape[0] if isinstance(embeddings[0], Tensor) and embeddings[0].ndim == 2 else -1
+    for k, column in enumerate(embeddings):
+        if not isinstance(column, Tensor) or column.ndim != 2 or column.shape[0] != batch:
+            raise ValueError(
+                f"embeddings[{k}] must be a ({batch}, dim) tensor like embeddings[0], got "
+                f"{tuple(column.shape) if isinstance(column, Tensor) else type(column).__name__}"
+            )
+    if row_ids is not None:
+        row_ids = list(row_ids)
+        if len(row_ids) != len(embeddings):
+            raise ValueError(f"row_ids must hold one tensor per column ({len(embeddings)}), got {len(row_ids)}")
+        for k, ids in enumerate(row_ids):
+            if not isinstance(ids, Tensor) or ids.shape != (batch,):
+                raise ValueError(
+                    f"row_ids[{k}] must be a ({batch},) tensor, got "
+                    f"{tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__}"
+                )
+    return embeddings, row_ids, batch
 
 
 class _AverageGradAcrossRanks(torch.autograd.Function):

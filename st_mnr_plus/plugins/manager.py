@@ -1,4 +1,9 @@
-"""The lazily created plugin manager: built-ins first, then the ``st_mnr_plus`` entry points."""
+"""The lazily created plugin manager: built-ins first, then the ``st_mnr_plus`` entry points.
+
+Everything here is pluggy's public API: ``add_hookspecs``, ``register``, ``set_blocked``,
+``load_setuptools_entrypoints`` and ``check_pending``. This module knows nothing of the registry built on top of
+it (:mod:`st_mnr_plus.registry`), which notices a new manager by itself.
+"""
 
 from __future__ import annotations
 
@@ -37,32 +42,45 @@ def _blocked_names() -> tuple[bool, set[str]]:
     return False, {name.strip() for name in value.split(",") if name.strip()}
 
 
-def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> None:
-    """Register every ``st_mnr_plus`` entry point, naming the distribution of any that fails to import.
+def _failed_entry_point(pm: pluggy.PluginManager) -> tuple[str, str, str, str]:
+    """(name, value, distribution, its version) of the entry point pluggy failed to load.
 
-    This mirrors ``PluginManager.load_setuptools_entrypoints``, which lets the bare import error escape with
-    no hint of which installed package is at fault.
+    ``load_setuptools_entrypoints`` walks ``importlib.metadata.distributions()`` in order and registers each entry
+    point before it loads the next, so the one that failed is the first of the group neither registered nor
+    blocked.
     """
-    seen: set[tuple[str, str]] = set()
     for dist in importlib.metadata.distributions():
-        dist_name = dist.metadata["Name"] or "<unknown distribution>"
         for ep in dist.entry_points:
-            if ep.group != NAME or ep.name in blocked:
-                continue
-            # The same distribution can be visible twice (e.g. listed on sys.path twice).
-            if (dist_name, ep.name) in seen or pm.get_plugin(ep.name) is not None:
-                continue
-            seen.add((dist_name, ep.name))
-            try:
-                plugin = ep.load()
-            except Exception as exc:
-                raise PluginLoadError(
-                    f"st-mnr-plus plugin {ep.name!r} ({ep.value}) from distribution "
-                    f"{dist_name} {dist.version} failed to import: {type(exc).__name__}: {exc}. "
-                    f"Fix or uninstall {dist_name}, or set {DISABLE_ENV}={ep.name} to skip it."
-                ) from exc
-            pm.register(plugin, name=ep.name)
-            logger.debug("Registered st-mnr-plus plugin %r from %s %s", ep.name, dist_name, dist.version)
+            if ep.group == NAME and not pm.has_plugin(ep.name) and not pm.is_blocked(ep.name):
+                return ep.name, ep.value, dist.metadata["Name"] or "<unknown distribution>", dist.version
+    return "?", "?", "<unknown distribution>", "?"
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Block the names :data:`DISABLE_ENV` lists, then load the group; name the distribution of a plugin that fails.
+
+    pluggy's loader lets the bare import error escape, with no hint of which installed package is at fault.
+    """
+    disabled, blocked = _blocked_names()
+    if disabled:
+        return
+    for name in sorted(blocked):
+        pm.set_blocked(name)
+    try:
+        count = pm.load_setuptools_entrypoints(NAME)
+    except pluggy.PluginValidationError:
+        raise  # imported, but its hook implementations do not match the specs: pluggy's message names it
+    except Exception as exc:
+        name, value, dist, version = _failed_entry_point(pm)
+        raise PluginLoadError(
+            f"st-mnr-plus plugin {name!r} ({value}) from distribution {dist} {version} failed to import: "
+            f"{type(exc).__name__}: {exc}. Fix or uninstall {dist}, or set {DISABLE_ENV}={name} to skip it."
+        ) from exc
+    for plugin, dist in pm.list_plugin_distinfo():
+        logger.debug(
+            "Registered st-mnr-plus plugin %r from %s %s", pm.get_name(plugin), dist.project_name, dist.version
+        )
+    logger.debug("Loaded %d st-mnr-plus plugin(s) from entry points.", count)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -79,19 +97,17 @@ def get_plugin_manager() -> pluggy.PluginManager:
             pm = pluggy.PluginManager(NAME)
             pm.add_hookspecs(hookspecs)
             pm.register(builtin, name=BUILTIN_NAME)
-            disabled, blocked = _blocked_names()
-            if not disabled:
-                _load_entry_points(pm, blocked)
+            _load_entry_points(pm)
             pm.check_pending()
             _plugin_manager = pm
     return _plugin_manager
 
 
 def reset_plugin_manager() -> None:
-    """Forget the plugin manager and the registry built from it (for tests, or after installing a plugin)."""
-    global _plugin_manager
-    from st_mnr_plus import registry
+    """Forget the plugin manager (for tests, or after installing a plugin); the next look-up builds a new one.
 
+    The registry's tables are built from a given manager, so they are rebuilt with the new one.
+    """
+    global _plugin_manager
     with _lock:
         _plugin_manager = None
-        registry._clear_cache()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from st_mnr_plus.datasets.nli import _DigestSet
+from st_mnr_plus.datasets._digest import DigestSet
 
 
 def reference_add_new(seen: set[bytes], digests: list[bytes]) -> list[bool]:
@@ -29,7 +29,7 @@ small_digest = st.tuples(st.sampled_from([b"A" * 8, b"B" * 8]), st.sampled_from(
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(st.one_of(digest, small_digest), max_size=12), max_size=12))
 def test_matches_a_python_set(batches):
-    ours, reference = _DigestSet(), set()
+    ours, reference = DigestSet(), set()
     for batch in batches:
         assert ours.add_new(batch).tolist() == reference_add_new(reference, batch)
     assert len(ours) == len(reference)
@@ -41,7 +41,7 @@ def test_matches_a_python_set(batches):
 def test_many_random_batches(batch_size):
     rng = random.Random(3)
     pool = [rng.randbytes(16) for _ in range(3000)]
-    ours, reference = _DigestSet(), set()
+    ours, reference = DigestSet(), set()
     for start in range(0, 6000, batch_size):
         batch = [rng.choice(pool) for _ in range(min(batch_size, 6000 - start))]
         assert ours.add_new(batch).tolist() == reference_add_new(reference, batch)

@@ -1,22 +1,24 @@
 from __future__ import annotations
 
 import gzip
+import inspect
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import datasets
 import pytest
 
-from st_mnr_plus import registry
+from st_mnr_plus.datasets._build import pair_order
 from st_mnr_plus.datasets.nli import (
     SKIP_REASONS,
     BuildReport,
     EmptyBuildError,
     NLIBuilder,
-    _pair_order,
     build_nli,
 )
 from st_mnr_plus.datasets.readers import NLIFormatError
@@ -424,7 +426,7 @@ def test_triplets_per_premise_and_cap(tmp_path, e, c, cap, expected):
 @pytest.mark.parametrize("e", range(1, 8))
 @pytest.mark.parametrize("c", range(1, 8))
 def test_pair_order_is_a_bijection_covering_both_sides_first(e, c):
-    pairs = [_pair_order(e, c, k) for k in range(e * c)]
+    pairs = [pair_order(e, c, k) for k in range(e * c)]
     assert sorted(pairs) == [(i, j) for i in range(e) for j in range(c)]
     first = pairs[: max(e, c)]
     assert {i for i, _ in first} == set(range(e))
@@ -470,13 +472,39 @@ def test_cache_dir_keeps_the_arrow_file(tmp_path, snli_dev):
     assert datasets.Dataset.from_file(str(files[0]))[:] == pairs[:]
 
 
+def test_build_nli_takes_the_options_declared_on_nli_builder(snli_dev):
+    # One declaration of the options: build_nli's signature is (sources, <NLIBuilder's parameters>).
+    ours = inspect.signature(build_nli).parameters
+    builder = inspect.signature(NLIBuilder).parameters
+    assert list(ours) == ["sources", *builder]
+    assert len(builder) == 9
+    for name, parameter in builder.items():
+        assert (ours[name].kind, ours[name].default, ours[name].annotation) == (
+            parameter.kind,
+            parameter.default,
+            parameter.annotation,
+        ), name
+    with pytest.raises(TypeError, match="no_such_option"):
+        build_nli(snli_dev, no_such_option=1)
+
+
+def test_default_output_is_in_a_temporary_directory_removed_at_exit(tmp_path, snli_dev):
+    script = f"""
+import sys
+from st_mnr_plus import build_nli
+pairs = build_nli({str(snli_dev)!r})
+print(pairs.cache_files[0]["filename"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path)
+    path = Path(done.stdout.strip().splitlines()[-1])
+    assert path.parent.name.startswith("st_mnr_plus-")
+    assert path.suffix == ".arrow"
+    assert not path.parent.exists()
+
+
 def test_show_progress(snli_dev, capsys):
     build_nli(snli_dev, show_progress=True)
     assert "snli_1.0_dev.jsonl" in capsys.readouterr().err
-
-
-def test_registered_as_dataset_builder():
-    assert registry.get("dataset_builder", "nli") is build_nli
 
 
 # ------------------------------------------------------------------------------------------ bad input

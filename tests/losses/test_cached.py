@@ -81,7 +81,7 @@ def gradients(loss_fn: torch.nn.Module, model: torch.nn.Module) -> dict[str, tor
     model_params = {id(p) for p in model.parameters()}
     for name, p in loss_fn.named_parameters():
         if id(p) not in model_params and p.grad is not None:
-            # MNRPlus holds its scale at "log_scale", CachedMNRPlus at "loss.log_scale": compare by short name.
+            # MNRPlus holds its scale at "log_scale_offset", CachedMNRPlus at "loss.log_scale_offset": compare by short name.
             grads[f"loss.{name.rsplit('.', 1)[-1]}"] = p.grad.clone()
     return grads
 
@@ -129,9 +129,11 @@ def minilm64(minilm):
 @pytest.mark.parametrize(
     ("num_columns", "duplicates", "options"),
     [
-        pytest.param(2, False, {}, id="pairs"),
-        pytest.param(3, True, {}, id="triplets-duplicates-masked"),
-        pytest.param(3, True, {"learnable_scale": True, "scale": 30.0}, id="triplets-learnable-scale"),
+        # One real-model case by default; pairs run in float32 below, and every option, the learnable scale
+        # included, runs on the tiny model in test_matches_mnr_plus_options.
+        pytest.param(3, True, {"learnable_scale": True, "scale": 30.0}, id="triplets-duplicates-learnable-scale"),
+        pytest.param(2, False, {}, id="pairs", marks=pytest.mark.slow),
+        pytest.param(3, True, {}, id="triplets-duplicates-masked", marks=pytest.mark.slow),
     ],
 )
 def test_matches_mnr_plus_minilm(minilm64, num_columns: int, duplicates: bool, options: dict[str, Any]) -> None:
@@ -182,16 +184,23 @@ def test_matches_mnr_plus_float32(minilm) -> None:
 @pytest.mark.parametrize(
     ("num_columns", "duplicates", "options"),
     [
-        pytest.param(2, False, {}, id="pairs-no-duplicates"),
         pytest.param(3, True, {"mask_duplicates": False}, id="triplets-duplicates-unmasked"),
+        # The options below reach CMNRL transitively on every run (CachedMNRPlus = MNRPlus with each option on the
+        # tiny model above, MNRPlus = MNRL in test_functional.py's grid); directly on the real model, with -m slow.
+        pytest.param(2, False, {}, id="pairs-no-duplicates", marks=pytest.mark.slow),
         pytest.param(
             3,
             False,
             {"directions": ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")},
             id="triplets-all-directions",
+            marks=pytest.mark.slow,
         ),
         pytest.param(
-            3, False, {"hardness_mode": "in_batch_negatives", "hardness_strength": 9.0}, id="triplets-hardness"
+            3,
+            False,
+            {"hardness_mode": "in_batch_negatives", "hardness_strength": 9.0},
+            id="triplets-hardness",
+            marks=pytest.mark.slow,
         ),
     ],
 )
@@ -269,7 +278,7 @@ def test_outer_gradient_scale_reaches_every_parameter(tiny_model) -> None:
     loss_fn = CachedMNRPlus(model, mini_batch_size=4, learnable_scale=True)
     _, full = step(loss_fn, model, cols)
     _, quarter = step(loss_fn, model, cols, factor=0.25)
-    assert "loss.log_scale" in full
+    assert "loss.log_scale_offset" in full
     for name, grad in full.items():
         torch.testing.assert_close(quarter[name], grad * 0.25, **F64, msg=lambda m, name=name: f"{name}: {m}")
 
@@ -411,7 +420,7 @@ def test_options_and_model_card(tiny_model) -> None:
     assert config["scale"] == pytest.approx(25.0)
     assert "gao2021scaling" in loss_fn.citation
     # The learnable scale is a parameter of the loss, so the trainer's optimizer picks it up.
-    assert [n for n, _ in loss_fn.named_parameters() if "log_scale" in n] == ["loss.log_scale"]
+    assert [n for n, _ in loss_fn.named_parameters() if "log_scale" in n] == ["loss.log_scale_offset"]
 
 
 def test_positional_arguments_follow_st_cmnrl(tiny_model) -> None:
@@ -420,11 +429,3 @@ def test_positional_arguments_follow_st_cmnrl(tiny_model) -> None:
 
     loss_fn = CachedMNRPlus(tiny_model, 1.0, dot_score, 8)
     assert (loss_fn.scale, loss_fn.similarity_fct, loss_fn.mini_batch_size) == (1.0, dot_score, 8)
-
-
-def test_registered() -> None:
-    import st_mnr_plus
-    from st_mnr_plus import registry
-
-    assert registry.get("loss", "cached_mnr_plus") is CachedMNRPlus
-    assert st_mnr_plus.CachedMNRPlus is CachedMNRPlus

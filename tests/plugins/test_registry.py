@@ -52,11 +52,46 @@ def test_builtins_register_through_the_hooks():
     assert registry.source("loss", "mnrl") == BUILTIN_NAME
 
 
+def _builtins() -> dict[str, dict[str, object]]:
+    """Every built-in name under its kind, with the public object it must resolve to."""
+    from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+
+    import st_mnr_plus
+
+    return {
+        "loss": {
+            "mnr_plus": st_mnr_plus.MNRPlus,
+            "cached_mnr_plus": st_mnr_plus.CachedMNRPlus,
+            "mnrl": MultipleNegativesRankingLoss,
+            "cached_mnrl": CachedMultipleNegativesRankingLoss,
+        },
+        "batch_sampler": {
+            "no_duplicates": st_mnr_plus.NoDuplicatesSampler,
+            "st_no_duplicates": NoDuplicatesBatchSampler,
+            "default": DefaultBatchSampler,
+        },
+        "dataset_builder": {"nli": st_mnr_plus.build_nli},
+        "evaluator": {
+            "stsb": st_mnr_plus.stsb_evaluator,
+            "sickr": st_mnr_plus.sickr_evaluator,
+            "nli_triplets": st_mnr_plus.nli_triplet_evaluator,
+            "sts_suite": st_mnr_plus.sts_suite,
+        },
+        "callback": {
+            "mnr_diagnostics": st_mnr_plus.MNRDiagnosticsCallback,
+            "throughput": st_mnr_plus.ThroughputCallback,
+        },
+    }
+
+
 @pytest.mark.parametrize("kind", registry.KINDS)
-def test_names_of_every_kind_are_sorted_strings(kind):
-    names = registry.names(kind)
-    assert names == sorted(names)
-    assert all(isinstance(name, str) for name in names)
+def test_every_builtin_is_registered_under_its_kind(kind):
+    """The one place that checks registration: each built-in name resolves to its public object, and the
+    built-in plugin registers nothing else."""
+    expected = _builtins()[kind]
+    assert {name: registry.get(kind, name) for name in expected} == expected
+    assert {name for name in registry.names(kind) if registry.source(kind, name) == BUILTIN_NAME} == expected.keys()
 
 
 def test_third_party_plugin_is_discovered_from_its_entry_point(install_plugin):
@@ -136,6 +171,28 @@ def test_plugin_that_fails_to_import_is_reported_with_its_distribution(install_p
     assert "broken_plugin" in message
     assert "a_module_that_does_not_exist" in message
     assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+@pytest.mark.parametrize("broken_first", [True, False], ids=["broken-loaded-first", "broken-loaded-second"])
+def test_the_failing_plugin_is_named_beside_a_working_one(install_plugin, broken_first):
+    # Each install goes to the front of sys.path: the one installed last is loaded first.
+    installs = [
+        ("st-mnr-plus-thirdparty", "thirdparty_plugin", PLUGIN_SOURCE),
+        ("st-mnr-plus-broken", "broken_plugin", "raise RuntimeError('broken at import')\n"),
+    ]
+    for dist, module, source in installs if broken_first else installs[::-1]:
+        install_plugin(dist, module, source)
+    with pytest.raises(
+        PluginLoadError, match=r"'broken_plugin' \(broken_plugin\) from distribution st-mnr-plus-broken 0\.1"
+    ):
+        registry.names("loss")
+
+
+def test_a_blocked_plugin_is_never_imported(install_plugin, monkeypatch):
+    install_plugin("st-mnr-plus-broken", "broken_plugin", "import a_module_that_does_not_exist\n")
+    monkeypatch.setenv("ST_MNR_PLUS_DISABLE_PLUGINS", "broken_plugin")
+    assert "mnrl" in registry.names("loss")
+    assert "broken_plugin" not in sys.modules
 
 
 def test_hook_returning_a_non_dict_names_the_plugin(install_plugin):

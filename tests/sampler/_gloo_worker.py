@@ -17,7 +17,7 @@ from st_mnr_plus.sampler import NoDuplicatesSampler
 from tests.sampler._helpers import duplicated_columns
 
 # Shared with the parent test, which rebuilds the rows to check the batches.
-NUM_ROWS, NUM_COLUMNS, POOL, DATA_SEED = 400, 2, 300, 21
+NUM_ROWS, NUM_COLUMNS, POOL, DATA_SEED = 410, 2, 300, 21
 BATCH_SIZE, SAMPLER_SEED, EPOCHS = 8, 5, 2
 
 
@@ -34,16 +34,17 @@ def main() -> None:
         result: dict[str, object] = {}
         for mode, shard in (("shard", True), ("interleaved", False)):
             sampler = NoDuplicatesSampler(data, BATCH_SIZE, False, seed=SAMPLER_SEED, shard=shard)
-            epochs = []
+            epochs, left_out = [], []
             for epoch in range(EPOCHS):
                 sampler.set_epoch(epoch)
                 epochs.append(list(sampler))
+                left_out.append(sampler.left_out_indices.tolist())
             result[mode] = {
                 "num_replicas": sampler.num_replicas,
                 "rank": sampler.rank,
                 "len": len(sampler),
                 "epochs": epochs,
-                "skipped": sampler.skipped_indices.tolist(),
+                "left_out": left_out,
             }
         # Every rank must agree on the number of steps, or a collective would hang: check it with one.
         counts = [None] * args.world_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,3 +32,15 @@ def duplicates_in(batch: Sequence[int], texts: list[set[str]]) -> list[str]:
                 repeated.append(text)
             seen.add(text)
     return repeated
+
+
+def st_value_sets(dataset: Any, valid_label_columns: list[str] | None = None) -> list[set[str]]:
+    """The per-row value sets sentence-transformers' NoDuplicatesBatchSampler compares, read its own way.
+
+    Its sampler reads every row through its own ``dataset`` (labels removed) and compares ``str()`` of each value
+    but ``dataset_name``: the key of every plain value (strings, numbers, ``None``, lists of those).
+    """
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+    st_sampler = NoDuplicatesBatchSampler(dataset, 2, False, valid_label_columns=valid_label_columns)
+    return [{str(v) for k, v in st_sampler.dataset[i].items() if k != "dataset_name"} for i in range(len(dataset))]

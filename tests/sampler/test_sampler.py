@@ -10,22 +10,11 @@ import pyarrow as pa
 import pytest
 import torch
 from datasets import Dataset
-from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler, _sample_value_str
+from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
 
-import st_mnr_plus
-from st_mnr_plus import registry
 from st_mnr_plus._sampling import Placement, encode_duplicates, text_hashes
 from st_mnr_plus.sampler import NoDuplicatesSampler
-from tests.sampler._helpers import duplicated_columns, duplicates_in, row_texts
-
-
-def st_value_sets(dataset: Dataset, valid_label_columns: list[str] | None = None) -> list[set[str]]:
-    """The per-row value sets sentence-transformers' NoDuplicatesBatchSampler compares, read its own way."""
-    st_sampler = NoDuplicatesBatchSampler(dataset, 2, False, valid_label_columns=valid_label_columns)
-    return [
-        {_sample_value_str(v) for k, v in st_sampler.dataset[i].items() if k != "dataset_name"}
-        for i in range(len(dataset))
-    ]
+from tests.sampler._helpers import duplicated_columns, duplicates_in, row_texts, st_value_sets
 
 
 def epoch_rows(sampler) -> list[int]:
@@ -47,6 +36,14 @@ def epoch_rows(sampler) -> list[int]:
         pytest.param(
             {"anchor": ["a", "b", "c", "d"], "positive": ["a", "x", "y", "d"], "dataset_name": ["s"] * 4},
             id="text-repeated-inside-a-row-and-dataset-name",
+        ),
+        pytest.param(
+            {"anchor": ["a", None, "None", "b", None], "positive": ["p", "q", "r", None, "s"], "label": [0] * 5},
+            id="none-is-the-text-None",
+        ),
+        pytest.param(
+            {"anchor": ["a", "b", "c", "d"], "positive": [[1, 2], [1, 2], [2, 1], None], "label": [0] * 4},
+            id="list-values",
         ),
     ],
 )
@@ -89,14 +86,16 @@ def test_batches_are_duplicate_free_for_sentence_transformers_too() -> None:
 
 
 def test_sentence_transformers_overestimates_where_we_are_exact() -> None:
-    """The motivating case: ST's __len__ promises batches a duplicate-free pass cannot fill, and repeats rows."""
-    # "same" is in 6 of 12 rows: with batch 4 only 3 batches can each hold one of them.
+    """With drop_last, ST's __len__ promises batches a duplicate-free pass cannot fill, and repeats rows."""
+    # "same" is in 6 of 12 rows: full batches of 4 without a repeat hold at most 8 rows, in 2 batches.
     data = {"anchor": ["same"] * 6 + [f"a{i}" for i in range(6)], "positive": [f"p{i}" for i in range(12)]}
     dataset = Dataset.from_dict(data)
+    theirs = NoDuplicatesBatchSampler(dataset, 4, True, generator=torch.Generator(), seed=0)
+    assert len(theirs) == 3
     ours = NoDuplicatesSampler(dataset, 4, True)
-    assert len(ours) == len(list(ours))
-    assert ours.num_skipped == 3
-    assert all(data["anchor"][row] == "same" for row in ours.skipped_indices)
+    assert len(ours) == len(list(ours)) == 2
+    assert ours.num_left_out == 4
+    assert all(data["anchor"][row] == "same" for row in ours.left_out_indices)
     rows = epoch_rows(ours)
     assert len(rows) == len(set(rows)) == len(ours) * 4
 
@@ -105,36 +104,36 @@ def test_sentence_transformers_overestimates_where_we_are_exact() -> None:
 
 
 @pytest.mark.parametrize(
-    ("normalize", "expected_skipped"),
+    ("normalize", "expected_extra"),
     [pytest.param(False, 0, id="exact-strings"), pytest.param(True, 1, id="normalized")],
 )
-def test_normalize_compares_nfkc_whitespace_and_case_insensitively(normalize: bool, expected_skipped: int) -> None:
+def test_normalize_compares_nfkc_whitespace_and_case_insensitively(normalize: bool, expected_extra: int) -> None:
     # Normalized, rows 0-2 hold one text and rows 3-4 another. Two batches of 3 hold only two of rows 0-2.
     anchors = ["A  man\tsleeps.", "a man sleeps.", " A man sleeps. ", "ＤＯＧ", "dog", "cat"]
     data = {"anchor": anchors, "positive": [f"p{i}" for i in range(6)]}
     sampler = NoDuplicatesSampler(data, 3, False, normalize=normalize)
-    assert sampler.num_skipped == expected_skipped
-    if normalize:
-        assert set(sampler.skipped_indices.tolist()) < {0, 1, 2}
-        for epoch in range(4):
-            sampler.set_epoch(epoch)
-            for batch in sampler:
+    assert sampler.num_extra_batches == expected_extra
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert sorted(epoch_rows(batches)) == list(range(6))
+        for batch in batches:
+            if normalize:
                 assert len(set(batch) & {0, 1, 2}) <= 1, f"epoch {epoch}"
                 assert len(set(batch) & {3, 4}) <= 1, f"epoch {epoch}"
 
 
 def test_columns_restricts_the_check() -> None:
     data = {"anchor": ["q"] * 4, "positive": ["p1", "p2", "p3", "p4"]}
-    assert NoDuplicatesSampler(data, 4, False).num_skipped == 3
+    assert [len(batch) for batch in NoDuplicatesSampler(data, 4, False)] == [1, 1, 1, 1]
     only_positive = NoDuplicatesSampler(data, 4, False, columns=["positive"])
-    assert only_positive.num_skipped == 0
-    assert sorted(epoch_rows(only_positive)) == [0, 1, 2, 3]
+    assert [sorted(batch) for batch in only_positive] == [[0, 1, 2, 3]]
 
 
 def test_label_columns_are_not_checked() -> None:
     data = {"anchor": [f"a{i}" for i in range(8)], "positive": [f"p{i}" for i in range(8)], "score": [1.0] * 8}
-    assert NoDuplicatesSampler(data, 8, False, valid_label_columns=["label", "score"]).num_skipped == 0
-    assert NoDuplicatesSampler(data, 8, False).num_skipped == 7
+    assert len(NoDuplicatesSampler(data, 8, False, valid_label_columns=["label", "score"])) == 1
+    assert len(NoDuplicatesSampler(data, 8, False)) == 8  # "1.0" in every row: one row per batch
 
 
 @pytest.mark.parametrize(
@@ -159,7 +158,7 @@ def test_indices_refer_to_rows_of_a_selected_dataset() -> None:
     texts = row_texts(subset.to_dict(), ["anchor", "positive"])
     for batch in sampler:
         assert duplicates_in(batch, texts) == []
-    assert sorted(epoch_rows(sampler) + sampler.skipped_indices.tolist()) == list(range(40))
+    assert sorted(epoch_rows(sampler)) == list(range(40))
 
 
 def test_works_as_a_torch_dataloader_batch_sampler() -> None:
@@ -171,7 +170,7 @@ def test_works_as_a_torch_dataloader_batch_sampler() -> None:
     for batch in batches:
         texts = [{row["anchor"], row["positive"]} for row in batch]
         assert sum(map(len, texts)) == len(set().union(*texts)), batch
-    assert sum(len(batch) for batch in batches) == len(data) - sampler.num_skipped
+    assert sum(len(batch) for batch in batches) == len(data)
 
 
 def test_is_a_default_batch_sampler_with_its_kwargs() -> None:
@@ -183,6 +182,27 @@ def test_is_a_default_batch_sampler_with_its_kwargs() -> None:
     assert (sampler.batch_size, sampler.drop_last, sampler.generator, sampler.seed) == (1, False, generator, 5)
 
 
+def test_accepts_sentence_transformers_keywords_in_its_positions() -> None:
+    """NoDuplicatesBatchSampler's precompute_* arguments are accepted (and change nothing), by name or position."""
+    data = duplicated_columns(40, 2, 25, seed=12)
+    reference = list(NoDuplicatesSampler(data, 4, False, seed=3))
+    keywords = NoDuplicatesSampler(
+        data, 4, False, seed=3, precompute_hashes=True, precompute_num_proc=2, precompute_batch_size=10
+    )
+    positional = NoDuplicatesSampler(data, 4, False, None, None, 3, True, None, 1000)
+    assert list(keywords) == list(positional) == reference
+    assert (keywords.precompute_hashes, keywords.precompute_num_proc, keywords.precompute_batch_size) == (True, 2, 10)
+
+
+def test_accepts_none_where_sentence_transformers_does() -> None:
+    data = duplicated_columns(20, 2, 15, seed=13)
+    sampler = NoDuplicatesSampler(
+        data, 4, False, valid_label_columns=None, generator=None, seed=None, precompute_num_proc=None
+    )
+    assert sampler.seed == 0
+    assert list(sampler) == list(NoDuplicatesSampler(data, 4, False, seed=0))
+
+
 def test_seed_none_takes_the_generator_seed() -> None:
     data = duplicated_columns(30, 2, 20, seed=8)
     generator = torch.Generator().manual_seed(11)
@@ -192,6 +212,8 @@ def test_seed_none_takes_the_generator_seed() -> None:
 
 
 def test_epochs_follow_seed_plus_epoch() -> None:
+    # No text is held by more rows than there are batches, so every epoch keeps every row and only the layout's
+    # stream, seed + epoch, tells epochs apart.
     data = duplicated_columns(50, 2, 40, seed=9)
     shifted = NoDuplicatesSampler(data, 4, False, seed=10)
     shifted.set_epoch(2)
@@ -199,37 +221,37 @@ def test_epochs_follow_seed_plus_epoch() -> None:
     assert list(shifted) == list(NoDuplicatesSampler(data, 4, False, seed=12))
 
 
-def test_exhausted_repair_falls_back_to_a_valid_reshuffled_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("overflow", ["extra", "skip"])
+def test_exhausted_repair_falls_back_to_a_valid_reshuffled_layout(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, overflow: str
+) -> None:
     """If an epoch's repair runs out of budget, the construction layout, reshuffled, keeps every guarantee."""
+    # "crowded" is in 14 rows, more than the 11 batches of 4 the other rows fill: 3 rows go to extra batches,
+    # or are left out.
     data = duplicated_columns(45, 2, 30, seed=10)
-    sampler = NoDuplicatesSampler(data, 4, False)
+    data["anchor"][:14] = ["crowded"] * 14
+    sampler = NoDuplicatesSampler(data, 4, False, overflow=overflow)
+    assert sampler.num_left_out == (3 if overflow == "skip" else 0)
+    assert sampler.num_extra_batches == (3 if overflow == "extra" else 0)
+    construction = sorted(sampler.left_out_indices.tolist())
     texts = row_texts(data, ["anchor", "positive"])
 
-    def exhausted(index, rows, batch_size, rng, **kwargs):
-        return Placement(np.asarray(rows, dtype=np.int64), batch_size, np.asarray(rows[:1], dtype=np.int64))
+    def exhausted(index, rows, sizes, rng, **kwargs):
+        return Placement(np.asarray(rows, dtype=np.int32), sizes, np.asarray(rows[:1], dtype=np.int64))
 
-    monkeypatch.setattr("st_mnr_plus.sampler.place_rows", exhausted)
+    monkeypatch.setattr("st_mnr_plus._sampling.place_rows", exhausted)
     epochs = []
     for epoch in (1, 2):  # epoch 0 reuses the layout drawn at construction
         sampler.set_epoch(epoch)
-        batches = list(sampler)
+        with caplog.at_level(logging.DEBUG, logger="st_mnr_plus.sampler"):
+            batches = list(sampler)
+        assert f"epoch {epoch}: repair budget exhausted" in caplog.text
         assert len(batches) == len(sampler)
         assert all(duplicates_in(batch, texts) == [] for batch in batches)
-        assert sorted(epoch_rows(batches)) == sorted(set(range(45)) - set(sampler.skipped_indices.tolist()))
+        assert sorted(epoch_rows(batches)) == sorted(set(range(45)) - set(construction))
+        assert sorted(sampler.left_out_indices.tolist()) == construction
         epochs.append(batches)
     assert epochs[0] != epochs[1]
-
-
-def test_skipped_rows_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    # "same" is in 5 of 6 rows. Two batches of 3 could hold two of them, but then only 3 rows remain, which is
-    # one batch: so one "same" row and "other" are yielded, as one batch of 2, and 4 rows are skipped.
-    data = {"anchor": ["same"] * 5 + ["other"], "positive": [f"p{i}" for i in range(6)]}
-    with caplog.at_level(logging.WARNING, logger="st_mnr_plus.sampler"):
-        sampler = NoDuplicatesSampler(data, 3, False)
-    assert sampler.num_skipped == 4
-    assert "skips 4 of 6 rows" in caplog.text
-    assert 5 not in sampler.skipped_indices.tolist()
-    assert [len(batch) for batch in sampler] == [2]
 
 
 def test_empty_dataset_yields_nothing() -> None:
@@ -339,6 +361,35 @@ def test_text_hashes_reject_non_strings() -> None:
         text_hashes(pa.chunked_array([pa.array([1, 2])]))
 
 
+def first_appearance_ids(index) -> np.ndarray:
+    """``index.row_texts`` with the text ids renumbered in order of first appearance (row by row)."""
+    ids = index.row_texts.ravel()
+    seen, first = np.unique(ids[ids >= 0], return_index=True)
+    renumber = np.empty(len(seen), dtype=np.int64)
+    renumber[np.argsort(first)] = np.arange(len(seen))
+    return np.where(index.row_texts >= 0, renumber[np.searchsorted(seen, index.row_texts)], -1)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_equal_hashes_of_different_texts_never_merge_them(monkeypatch: pytest.MonkeyPatch, normalize: bool) -> None:
+    """Texts are coded exactly: with a hash that collides for every text, the index is the same."""
+    data = duplicated_columns(300, 3, 200, seed=14)
+    table = pa.table(data)
+    exact = encode_duplicates(table, list(data), normalize)
+    monkeypatch.setattr(
+        "st_mnr_plus._sampling._hash_chunks", lambda chunks: np.zeros(sum(len(c) for c in chunks), dtype=np.uint64)
+    )
+    colliding = encode_duplicates(table, list(data), normalize)
+    # The same texts, numbered in another order: compare with ids renumbered by first appearance.
+    np.testing.assert_array_equal(first_appearance_ids(colliding), first_appearance_ids(exact))
+    assert sorted(colliding.text_counts.tolist()) == sorted(exact.text_counts.tolist())
+    # And the exact index is what the texts say: two rows share an id exactly when they share a text.
+    texts = row_texts(data, list(data))
+    for i, j in itertools.combinations(range(0, 300, 7), 2):
+        shared = bool(np.intersect1d(exact.row_texts[i][exact.row_texts[i] >= 0], exact.row_texts[j]).size)
+        assert shared == bool(texts[i] & texts[j]), f"rows {i} and {j}"
+
+
 # --- Distributed layout without processes (the gloo test lives in test_distributed.py) --------------------------
 
 
@@ -352,7 +403,7 @@ def test_accelerate_sharding_of_the_default_mode_gives_global_batches() -> None:
         list(BatchSamplerShard(NoDuplicatesSampler(data, 8, False, num_replicas=2, rank=r), 2, r)) for r in range(2)
     ]
     unsharded = NoDuplicatesSampler(data, 8, False, num_replicas=2)
-    assert len(shards[0]) == len(shards[1]) == len(unsharded) // 2 == (200 - unsharded.num_skipped) // 16
+    assert len(shards[0]) == len(shards[1]) == len(unsharded) // 2 == 200 // 16
     for step in zip(*shards, strict=True):
         assert [len(b) for b in step] == [8, 8]
         assert duplicates_in(step[0] + step[1], texts) == []
@@ -373,6 +424,7 @@ def test_accelerate_sharding_of_the_default_mode_gives_global_batches() -> None:
         pytest.param({"columns": ["label"], "valid_label_columns": ["label"]}, "is a label column", id="label"),
         pytest.param({"num_replicas": 0}, "num_replicas must be a positive integer", id="replicas"),
         pytest.param({"num_replicas": 2, "rank": 2}, r"rank must be an integer in \[0, num_replicas=2\)", id="rank"),
+        pytest.param({"overflow": "drop"}, r"overflow must be one of \('extra', 'skip'\), got 'drop'", id="overflow"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs: dict, message: str) -> None:
@@ -382,20 +434,6 @@ def test_bad_arguments_name_the_argument(kwargs: dict, message: str) -> None:
         NoDuplicatesSampler(data, **arguments)
 
 
-def test_null_text_names_the_column_and_row() -> None:
-    data = {"anchor": ["a", "b", None], "positive": ["c", "d", "e"]}
-    with pytest.raises(ValueError, match="Column 'anchor' has a null value at row 2"):
-        NoDuplicatesSampler(data, 2, False)
-
-
 def test_unsupported_dataset_type_is_named() -> None:
     with pytest.raises(ValueError, match="got list"):
         NoDuplicatesSampler([("a", "b")], 2, False)
-
-
-# --- Registry -------------------------------------------------------------------------------------------------
-
-
-def test_registered_as_no_duplicates() -> None:
-    assert registry.get("batch_sampler", "no_duplicates") is NoDuplicatesSampler
-    assert st_mnr_plus.NoDuplicatesSampler is NoDuplicatesSampler

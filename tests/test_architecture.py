@@ -1,0 +1,357 @@
+"""Size and layering rules of the package, read from its source with ``ast`` (nothing is imported).
+
+- No function longer than 80 lines and no class longer than 250, docstrings not counted (any bare string
+  statement: module, class, function and attribute docstrings).
+- The package's import graph has no cycle. Edges are the module-level imports between ``st_mnr_plus`` modules
+  (those inside ``if TYPE_CHECKING:`` and inside functions are left out, as are the implicit imports of a
+  module's parent packages, which Python runs first and which cannot form a cycle at import time).
+- The plugin layer goes one way: nothing under ``st_mnr_plus.plugins`` imports the registry, and the components
+  import neither the registry nor the plugins.
+- No import of another package's private names (``_name``, ``pkg._module``): where one cannot be avoided, the
+  dependency's version range is pinned in ``pyproject.toml`` and a test fails when the name moves; list it in
+  ``ALLOWED_PRIVATE_IMPORTS`` with that test's name.
+
+Each failure lists every offender (file, line, name, size), so that the message says what to fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PACKAGE = "st_mnr_plus"
+ROOT = Path(__file__).resolve().parent.parent / PACKAGE
+MAX_FUNCTION_LINES = 80
+MAX_CLASS_LINES = 250
+
+#: Components: they must not know of the registry or the plugin layer.
+COMPONENTS = (
+    "st_mnr_plus.losses",
+    "st_mnr_plus.sampler",
+    "st_mnr_plus._sampling",
+    "st_mnr_plus.datasets",
+    "st_mnr_plus.evaluation",
+    "st_mnr_plus.callbacks",
+)
+
+#: (module, imported private name) -> the test that fails when the name moves (its range pinned in pyproject.toml).
+ALLOWED_PRIVATE_IMPORTS: dict[tuple[str, str], str] = {}
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: Path
+    tree: ast.Module
+
+    @property
+    def is_package(self) -> bool:
+        return self.path.name == "__init__.py"
+
+    @property
+    def relative(self) -> str:
+        return str(self.path.relative_to(ROOT.parent))
+
+
+def load_modules() -> dict[str, Module]:
+    modules = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        name = ".".join(parts)
+        modules[name] = Module(name, path, ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+    return modules
+
+
+MODULES = load_modules()
+
+
+# ------------------------------------------------------------------------------------------------- sizes
+
+
+def docstring_lines(node: ast.AST) -> int:
+    """Lines taken by bare string statements (docstrings) anywhere inside ``node``."""
+    return sum(
+        sub.end_lineno - sub.lineno + 1
+        for sub in ast.walk(node)
+        if isinstance(sub, ast.Expr) and isinstance(sub.value, ast.Constant) and isinstance(sub.value.value, str)
+    )
+
+
+def definitions(node: ast.AST, prefix: str = "") -> Iterator[tuple[str, ast.AST]]:
+    """Every function and class inside ``node``, nested ones included, with its qualified name."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            name = f"{prefix}{child.name}"
+            yield name, child
+            yield from definitions(child, f"{name}.")
+        else:
+            yield from definitions(child, prefix)
+
+
+def size(node: ast.AST) -> int:
+    """Lines from the ``def``/``class`` line to the last line of the body, docstrings not counted."""
+    return node.end_lineno - node.lineno + 1 - docstring_lines(node)
+
+
+def oversized() -> list[str]:
+    found = []
+    for module in MODULES.values():
+        for name, node in definitions(module.tree):
+            is_class = isinstance(node, ast.ClassDef)
+            limit = MAX_CLASS_LINES if is_class else MAX_FUNCTION_LINES
+            lines = size(node)
+            if lines > limit:
+                kind = "class" if is_class else "function"
+                found.append(f"{module.relative}:{node.lineno} {kind} {name}: {lines} lines (limit {limit})")
+    return found
+
+
+def test_no_function_over_80_lines_and_no_class_over_250():
+    offenders = oversized()
+    assert not offenders, "Too long (docstrings not counted):\n  " + "\n  ".join(offenders)
+
+
+def test_size_counts_lines_without_docstrings():
+    tree = ast.parse(
+        'def f():\n    """Doc\n    string."""\n    x = 1\n\n    return x\n\n\nclass C:\n    """Doc."""\n\n    a: int = 1\n    """Attribute doc."""\n'
+    )
+    (f_name, f), (c_name, c) = definitions(tree)
+    assert (f_name, size(f)) == ("f", 4)  # def, x = 1, blank, return
+    assert (c_name, size(c)) == ("C", 3)  # class, blank, a: int = 1
+
+
+# ------------------------------------------------------------------------------------------------ imports
+
+
+def is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def module_level_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Statements run at import: into ``if``/``try``/``with`` blocks, not into functions, classes or TYPE_CHECKING."""
+    for statement in body:
+        yield statement
+        if isinstance(statement, ast.If):
+            if not is_type_checking(statement.test):
+                yield from module_level_statements(statement.body)
+            yield from module_level_statements(statement.orelse)
+        elif isinstance(statement, ast.Try):
+            for block in (
+                statement.body,
+                *(h.body for h in statement.handlers),
+                statement.orelse,
+                statement.finalbody,
+            ):
+                yield from module_level_statements(block)
+        elif isinstance(statement, ast.With):
+            yield from module_level_statements(statement.body)
+
+
+def imported(module: Module, node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, str | None]]:
+    """(module imported, name taken from it or ``None``) for one import statement, relative ones resolved."""
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            yield alias.name, None
+        return
+    base = node.module or ""
+    if node.level:
+        package = module.name.split(".") if module.is_package else module.name.split(".")[:-1]
+        package = package[: len(package) - node.level + 1]
+        base = ".".join([*package, *([base] if base else [])])
+    for alias in node.names:
+        yield base, alias.name
+
+
+def internal_targets(module: Module, node: ast.Import | ast.ImportFrom) -> set[str]:
+    """The package's modules one import statement loads (``from pkg import submodule`` counts the submodule)."""
+    targets = set()
+    for base, name in imported(module, node):
+        if name is not None and f"{base}.{name}" in MODULES:
+            targets.add(f"{base}.{name}")
+        elif base in MODULES:
+            targets.add(base)
+    return targets
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module in MODULES.values():
+        edges = set()
+        for statement in module_level_statements(module.tree.body):
+            if isinstance(statement, ast.Import | ast.ImportFrom):
+                edges |= internal_targets(module, statement)
+        graph[module.name] = edges - {module.name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each as a cycle through them."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [cycle_through(graph, component) for component in components]
+
+
+def cycle_through(graph: dict[str, set[str]], component: list[str]) -> list[str]:
+    """One import cycle inside a strongly connected component, from its first module back to it."""
+    start, members = component[0], set(component)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for target in sorted(graph[node] & members):
+            if target == start:
+                return [*paths[node], start]
+            if target not in paths:
+                paths[target] = [*paths[node], target]
+                queue.append(target)
+    return component
+
+
+def test_the_import_graph_has_no_cycle():
+    found = cycles(import_graph())
+    assert not found, "Import cycles (module-level imports):\n  " + "\n  ".join(" -> ".join(c) for c in found)
+
+
+def test_cycle_detection_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_graph_sees_the_package_imports():
+    # Guards the rules above from passing on an empty graph.
+    graph = import_graph()
+    assert "st_mnr_plus.plugins.manager" in graph["st_mnr_plus.registry"]
+    assert "st_mnr_plus.evaluation.readers" in graph["st_mnr_plus.evaluation.presets"]
+    assert "st_mnr_plus.callbacks" not in graph["st_mnr_plus"]  # under TYPE_CHECKING only
+
+
+# ---------------------------------------------------------------------------------------------- layering
+
+
+def all_imports(module: Module) -> Iterator[tuple[int, str, str | None]]:
+    """Every import of a module, at any depth (functions and TYPE_CHECKING included): (line, module, name)."""
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            for base, name in imported(module, node):
+                yield node.lineno, base, name
+
+
+def imports_of(module: Module, targets: tuple[str, ...]) -> list[str]:
+    found = []
+    for line, base, name in all_imports(module):
+        full = f"{base}.{name}" if name else base
+        for target in targets:
+            if any(candidate == target or candidate.startswith(f"{target}.") for candidate in (base, full)):
+                found.append(f"{module.relative}:{line} imports {full}")
+                break
+    return found
+
+
+def under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(f"{prefix}.") for prefix in prefixes)
+
+
+def test_nothing_under_the_registry_imports_it_back():
+    offenders = [
+        line
+        for module in MODULES.values()
+        if under(module.name, ("st_mnr_plus.plugins",))
+        for line in imports_of(module, ("st_mnr_plus.registry",))
+    ]
+    assert not offenders, "The plugin layer must not import the registry:\n  " + "\n  ".join(offenders)
+
+
+def test_components_know_nothing_of_the_registry_or_the_plugins():
+    offenders = [
+        line
+        for module in MODULES.values()
+        if under(module.name, COMPONENTS)
+        for line in imports_of(module, ("st_mnr_plus.registry", "st_mnr_plus.plugins"))
+    ]
+    assert not offenders, "Components must not import the registry or the plugins:\n  " + "\n  ".join(offenders)
+
+
+def private_imports() -> tuple[list[str], set[tuple[str, str]]]:
+    """(the private imports not allowed, the allowed ones seen)."""
+    found, allowed = [], set()
+    for module in MODULES.values():
+        for line, base, name in all_imports(module):
+            if not base or base.split(".")[0] in (PACKAGE, "__future__"):
+                continue
+            parts = [*base.split("."), name or ""]
+            if not any(part.startswith("_") and not part.startswith("__") for part in parts):
+                continue
+            key = (module.name, name or base)
+            if key in ALLOWED_PRIVATE_IMPORTS:
+                allowed.add(key)
+            else:
+                found.append(f"{module.relative}:{line} imports {base}{f' -> {name}' if name else ''}")
+    return found, allowed
+
+
+def test_no_private_names_of_other_packages():
+    offenders, allowed = private_imports()
+    assert not offenders, (
+        "Private names of other packages (use public API, or pin the range and list them in "
+        "ALLOWED_PRIVATE_IMPORTS with a test that fails when they move):\n  " + "\n  ".join(offenders)
+    )
+    stale = set(ALLOWED_PRIVATE_IMPORTS) - allowed
+    assert not stale, f"ALLOWED_PRIVATE_IMPORTS lists imports the package no longer makes: {sorted(stale)}"
+
+
+# ------------------------------------------------------------------------------------------------ packaging
+
+
+def test_installed_versions_are_inside_the_declared_ranges():
+    # The ranges in pyproject.toml are the ones the suite runs against: a run on a version outside one is a
+    # run that could widen it (see the README's Development section), not a pass of the declared range.
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = [Requirement(line) for line in project["dependencies"]]
+    outside = []
+    for requirement in requirements:
+        installed = importlib.metadata.version(requirement.name)
+        if not requirement.specifier.contains(installed, prereleases=True):
+            outside.append(f"{requirement.name} {installed} is outside {requirement.specifier}")
+    assert {r.name for r in requirements} >= {"sentence-transformers", "transformers", "datasets", "pyarrow"}
+    assert not outside, "Installed versions outside pyproject.toml's ranges:\n  " + "\n  ".join(outside)
