@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["UnidentifiableRowsError", "row_hashes"]
+__all__ = ["UnidentifiableRowsError", "column_ids", "row_hashes"]
 
 # Two 31-bit polynomial hashes modulo primes below 2**31, combined into one non-negative int64. Every product
 # stays below 2**62, so int64 arithmetic never overflows.
@@ -199,3 +199,37 @@ def row_hashes(features: Mapping[str, Any]) -> Tensor:
     width = combined.shape[1]
     positions = torch.arange(width, device=device).expand(rows, width)
     return _poly_hash(combined, torch.ones_like(combined), positions)
+
+
+def column_ids(
+    sentence_features: list[Mapping[str, Any]], rank: int = 0
+) -> tuple[list[Tensor], dict[int, UnidentifiableRowsError]]:
+    """One ``(rows,)`` int64 identity per column, and the error of each column that could not be identified.
+
+    A column :func:`row_hashes` rejects gets identities that match nothing, negative numbers unique per ``rank``,
+    column and row, so that none of its rows is masked as a duplicate (MNRL's behaviour for it).
+    """
+    ids: list[Tensor] = []
+    failures: dict[int, UnidentifiableRowsError] = {}
+    for k, features in enumerate(sentence_features):
+        try:
+            ids.append(row_hashes(features))
+        except UnidentifiableRowsError as exc:
+            failures[k] = exc
+            rows = _batch_rows(features)
+            first = -1 - (rank * len(sentence_features) + k) * rows
+            device = next((v.device for v in features.values() if isinstance(v, Tensor)), None)
+            ids.append(torch.arange(first, first - rows, -1, device=device))
+    return ids, failures
+
+
+def _batch_rows(features: Mapping[str, Any]) -> int:
+    """The rows of a column that cannot be identified: from its token tensors, its offsets, or its first tensor."""
+    for key in ("input_ids", "attention_mask"):
+        value = features.get(key)
+        if isinstance(value, Tensor) and value.ndim == 2:
+            return value.shape[0]
+    offsets = features.get("offsets")
+    if isinstance(offsets, Tensor):
+        return offsets.numel()
+    return next(v.shape[0] for v in features.values() if isinstance(v, Tensor) and v.ndim > 0)
