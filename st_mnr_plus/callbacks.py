@@ -521,16 +521,29 @@ class LossStateCallback(TrainerCallback):
 
     def learning_rates(self) -> dict[str, float]:
         """Regular expression -> learning rate for the loss parameters that ask for their own rate."""
-        rates: dict[str, float] = {}
-        for prefix, module in _losses(self.loss).items():
-            rate = getattr(module, "scale_learning_rate", None)
-            if rate is None:
-                continue
-            names = list(loss_own_parameters(module))
-            if names:
-                where = re.escape(f"{prefix}.") if prefix else "^"
-                rates[f"{where}({'|'.join(re.escape(name) for name in names)})$"] = float(rate)
-        return rates
+        names_by_rate: dict[float, list[str]] = {}
+        for name, _, rate in self._own_rates():
+            names_by_rate.setdefault(rate, []).append(name)
+        return {f"^({'|'.join(re.escape(name) for name in names)})$": rate for rate, names in names_by_rate.items()}
+
+    def _own_rates(self) -> list[tuple[str, nn.Parameter, float]]:
+        """``(name as the optimizer sees it, parameter, rate)`` of each loss parameter with a rate of its own.
+
+        The loss itself or any module inside it (``MatryoshkaLoss`` wraps MNRPlus as ``.loss``) may ask for one
+        with a ``scale_learning_rate``; its own parameters (not its model's) get that rate.
+        """
+        found: dict[int, tuple[str, nn.Parameter, float]] = {}
+        for prefix, loss in _losses(self.loss).items():
+            own = {id(p): name for name, p in loss_own_parameters(loss).items()}
+            for module in loss.modules():
+                rate = getattr(module, "scale_learning_rate", None)
+                if rate is None:
+                    continue
+                for parameter in module.parameters():
+                    if id(parameter) in own and id(parameter) not in found:
+                        name = f"{prefix}.{own[id(parameter)]}" if prefix else own[id(parameter)]
+                        found[id(parameter)] = (name, parameter, float(rate))
+        return list(found.values())
 
     def save(self, directory: str | os.PathLike[str]) -> Path | None:
         """Write the loss's own parameters to ``directory/loss_state.pt``; ``None`` when it has none."""
@@ -568,11 +581,23 @@ class LossStateCallback(TrainerCallback):
                 parameters[name].copy_(value)
         return True
 
+    def _exempt_from_weight_decay(self, optimizer: Any) -> None:
+        # A parameter with its own learning rate (a learnable scale) has a parameter group of its own, built by
+        # the trainer from learning_rate_mapping with the model's weight decay. A temperature is not a weight to
+        # shrink: that group gets none. Only the groups' hyper-parameters change, never their layout, so an
+        # optimizer state saved in a checkpoint still loads.
+        own = {id(parameter) for _, parameter, _ in self._own_rates()}
+        for group in getattr(optimizer, "param_groups", ()):
+            params = group.get("params", ())
+            if params and all(id(p) in own for p in params):
+                group["weight_decay"] = 0.0
+
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         if state.is_world_process_zero:
             self.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self._exempt_from_weight_decay(kwargs.get("optimizer"))
         if state.global_step == 0 or not loss_own_parameters(self.loss):
             return  # a fresh run
         # The trainer does not tell callbacks which checkpoint it resumed from: an explicit

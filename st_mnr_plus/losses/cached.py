@@ -96,7 +96,7 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         false_negative_ratio: float | None = None,
         learnable_scale: bool = False,
         max_scale: float = 100.0,
-        scale_learning_rate: float | None = None,
+        scale_learning_rate: float | None = 1e-3,
         hard_negatives: Literal["shared", "own"] = "shared",
         tile_size: int | None = None,
         group_by_length: bool = True,
@@ -155,7 +155,8 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
                 back-propagates the returned loss; under ``MatryoshkaLoss`` each dimension's share gets that
                 dimension's weight. Across processes it is averaged like DDP averages the model's gradients.
             max_scale: Upper bound of a learnable scale.
-            scale_learning_rate: Learning rate of a learnable scale, applied by ``LossStateCallback``.
+            scale_learning_rate: Learning rate of a learnable scale, applied by ``LossStateCallback`` (see
+                :class:`MNRPlus`).
             hard_negatives: ``"shared"`` (MNRL: hard negatives are negatives for every anchor) or ``"own"``.
             tile_size: Anchor rows per tile of the loss stage; ``None`` lets MNRPlus choose.
             group_by_length: Sort each column's rows by token count before splitting it into mini-batches (and
