@@ -571,6 +571,7 @@ def _configuration_errors() -> tuple[type[BaseException], ...]:
     from st_mnr_plus.recipe import RecipeError
 
     errors: list[type[BaseException]] = [ConfigFileError, RecipeError, registry.UnknownComponentError]
+    errors.append(bench_cli.report.BenchSettingsError)
     errors.append(registry.DuplicateComponentError)
     try:
         from st_mnr_plus.plugins.manager import PluginLoadError

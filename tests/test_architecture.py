@@ -40,7 +40,13 @@ COMPONENTS = (
 )
 
 #: (module, imported private name) -> the test that fails when the name moves (its range pinned in pyproject.toml).
-ALLOWED_PRIVATE_IMPORTS: dict[tuple[str, str], str] = {}
+ALLOWED_PRIVATE_IMPORTS: dict[tuple[str, str], str] = {
+    # Whether a wrapper loss (AdaptiveLayerLoss) asked for per-column forwards: sentence-transformers exposes the
+    # context manager that sets it (column_merging_disabled) but no reader.
+    ("st_mnr_plus.losses.grouping", "_MERGING_DISABLED"): (
+        "tests/losses/test_grouping.py::test_falls_back_inside_column_merging_disabled"
+    ),
+}
 
 
 @dataclass(frozen=True)

@@ -114,10 +114,12 @@ def _settings(args: argparse.Namespace, device: str) -> dict[str, Any]:
     )
     for key in ("batch_size", "dim", "step_batch_size", "steps", "rounds", "sampler_rows", "repeats"):
         if settings[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]}")
+            raise report.BenchSettingsError(
+                f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]}"
+            )
     for key in ("negatives", "warmup"):
         if settings[key] < 0:
-            raise ValueError(f"--{key} must be a non-negative integer, got {settings[key]}")
+            raise report.BenchSettingsError(f"--{key} must be a non-negative integer, got {settings[key]}")
     return settings
 
 
@@ -313,7 +315,7 @@ def _device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: torch.cuda.is_available() is False on this machine")
+        raise report.BenchSettingsError("--device cuda: torch.cuda.is_available() is False on this machine")
     return requested
 
 

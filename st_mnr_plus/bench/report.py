@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["compare", "format_comparison", "format_table", "load_results", "plot", "ratios"]
+__all__ = ["BenchSettingsError", "compare", "format_comparison", "format_table", "load_results", "plot", "ratios"]
+
+
+class BenchSettingsError(ValueError):
+    """A setting of ``st-mnr-plus bench`` that cannot be run, named with what it must be."""
+
 
 SCHEMA = 1
 
@@ -124,9 +129,11 @@ def load_results(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"--compare {str(path)!r}: not a readable JSON file ({error})") from error
+        raise BenchSettingsError(f"--compare {str(path)!r}: not a readable JSON file ({error})") from error
     if not isinstance(document, dict) or "ratios" not in document or "results" not in document:
-        raise ValueError(f"--compare {str(path)!r}: not a result of st-mnr-plus bench (no 'ratios'/'results' keys)")
+        raise BenchSettingsError(
+            f"--compare {str(path)!r}: not a result of st-mnr-plus bench (no 'ratios'/'results' keys)"
+        )
     return document
 
 

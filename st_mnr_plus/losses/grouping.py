@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sentence_transformers.base.losses.gradcache import _create_minibatch
 from sentence_transformers.base.losses.merged_forward import _MERGING_DISABLED, embed_columns
 from torch import Tensor, nn
 
@@ -129,13 +128,24 @@ def _embed_grouped(model: nn.Module, features: dict[str, Any], order: Tensor, ma
     """Embed a batch in length-sorted, trimmed chunks; the embeddings in the batch's own row order."""
     ordered = {key: value[order] if isinstance(value, Tensor) else value for key, value in features.items()}
     lengths = ordered["attention_mask"].sum(dim=1).tolist()
-    # _create_minibatch (the GradCache slicer) drops the trailing columns that are padding in every row.
     chunks = [
-        model(_create_minibatch(ordered, begin, end))["sentence_embedding"]
+        model(_trimmed_rows(ordered, begin, end, max(int(lengths[begin]), 1)))["sentence_embedding"]
         for begin, end in chunk_ranges(lengths, max_tokens)
     ]
     embeddings = torch.cat(chunks)  # (rows, dim), sorted
     return embeddings[inverse_permutation(order.to(embeddings.device))]
+
+
+def _trimmed_rows(features: dict[str, Any], begin: int, end: int, width: int) -> dict[str, Any]:
+    """Rows ``begin:end`` of right-padded, length-sorted ``features``, cut to ``width`` token positions (the
+    chunk's longest text: the columns after it are padding in every row of the chunk)."""
+    rows = features["attention_mask"].shape
+    chunk: dict[str, Any] = {}
+    for key, value in features.items():
+        if isinstance(value, Tensor):
+            value = value[begin:end, :width] if value.shape == rows else value[begin:end]
+        chunk[key] = value
+    return chunk
 
 
 def _padded_tokens(features: dict[str, Any], order: Tensor, max_tokens: int) -> int:
