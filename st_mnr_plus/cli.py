@@ -378,24 +378,16 @@ def _conform(value: Any, hint: Any) -> Any:
         if text in _TRUE or text in _FALSE:
             return text in _TRUE
         raise _Mismatch("true or false")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+    if hint is int or hint is float:
+        # An int is also a float; a bool is neither. A string is parsed, as on the command line.
+        if isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool):
             return value
         if isinstance(value, str):
             try:
-                return int(value)
+                return hint(value)
             except ValueError:
                 pass
-        raise _Mismatch("an integer")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _Mismatch("a number")
+        raise _Mismatch("an integer" if hint is int else "a number")
     if hint is str:
         if isinstance(value, str):
             return value

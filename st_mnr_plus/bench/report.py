@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,19 @@ def _render(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+#: The columns naming a comparison: title -> cell of a ratio row.
+_NAMES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "group": lambda row: row["group"],
+    "ours": lambda row: row["variant"],
+    "vs": lambda row: row["baseline"] or "-",
+}
+
+
+def _cells(columns: dict[str, Callable[[dict[str, Any]], str]], rows: list[dict[str, Any]]) -> tuple[list, list]:
+    """The header and the cells of ``rows`` for ``columns`` (title -> cell of a row)."""
+    return list(columns), [[cell(row) for cell in columns.values()] for row in rows]
+
+
 def format_table(document: dict[str, Any]) -> str:
     """The ratio table of one run, preceded by a line naming the machine."""
     machine = document["machine"]
@@ -100,20 +113,15 @@ def format_table(document: dict[str, Any]) -> str:
         f"st-mnr-plus bench on {machine['device_name']} ({machine['device']}, {machine['threads']} threads), "
         f"torch {machine['torch']}, sentence-transformers {machine['sentence_transformers']}, {document['created']}"
     )
-    header = ["group", "ours", "vs", "ours (median)", "theirs (median)", "speed-up", "memory ours/theirs", "detail"]
-    rows = [
-        [
-            row["group"],
-            row["variant"],
-            row["baseline"] or "-",
-            _seconds(row["variant_median_s"]),
-            _seconds(row["baseline_median_s"]),
-            _times(row["speedup"]),
-            _times(row["memory_ratio"]),
-            _detail(row),
-        ]
-        for row in document["ratios"]
-    ]
+    columns = {
+        **_NAMES,
+        "ours (median)": lambda row: _seconds(row["variant_median_s"]),
+        "theirs (median)": lambda row: _seconds(row["baseline_median_s"]),
+        "speed-up": lambda row: _times(row["speedup"]),
+        "memory ours/theirs": lambda row: _times(row["memory_ratio"]),
+        "detail": _detail,
+    }
+    header, rows = _cells(columns, document["ratios"])
     return f"{title}\n{_render(header, rows)}\nspeed-up = theirs / ours (median time); memory = ours / theirs."
 
 
@@ -159,20 +167,15 @@ def compare(new: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def format_comparison(rows: list[dict[str, Any]], old_label: str) -> str:
-    header = ["group", "ours", "vs", "speed-up old", "speed-up new", "ours' time new/old", "memory old", "memory new"]
-    body = [
-        [
-            row["group"],
-            row["variant"],
-            row["baseline"] or "-",
-            _times(row["old_speedup"]),
-            _times(row["new_speedup"]),
-            _times(row["time_change"]),
-            _times(row["old_memory_ratio"]),
-            _times(row["new_memory_ratio"]),
-        ]
-        for row in rows
-    ]
+    columns = {
+        **_NAMES,
+        "speed-up old": lambda row: _times(row["old_speedup"]),
+        "speed-up new": lambda row: _times(row["new_speedup"]),
+        "ours' time new/old": lambda row: _times(row["time_change"]),
+        "memory old": lambda row: _times(row["old_memory_ratio"]),
+        "memory new": lambda row: _times(row["new_memory_ratio"]),
+    }
+    header, body = _cells(columns, rows)
     return f"compared with {old_label}:\n{_render(header, body)}"
 
 

@@ -59,6 +59,35 @@ _VECTOR_SUFFIXES = (".txt", ".vec", ".txt.gz", ".vec.gz")
 _MAX_EXAMPLES = 5
 
 
+class _FirstOccurrences:
+    """The words read so far, each kept at its first occurrence (vector files are sorted by frequency), up to
+    ``max_words``; later occurrences are counted, the first few kept as examples ``(word, line, first line)``."""
+
+    def __init__(self, max_words: int | None) -> None:
+        self.max_words = max_words
+        self.words: list[str] = []
+        self.duplicates = 0
+        self.examples: list[tuple[str, int | None, int | None]] = []
+        self._first: dict[str, int | None] = {}
+
+    @property
+    def full(self) -> bool:
+        return self.max_words is not None and len(self.words) >= self.max_words
+
+    def repeated(self, word: str, line: int | None = None) -> bool:
+        """Whether ``word`` was kept before; a repeat is counted (``line``: where it is, for the log)."""
+        if word not in self._first:
+            return False
+        self.duplicates += 1
+        if len(self.examples) < _MAX_EXAMPLES:
+            self.examples.append((word, line, self._first[word]))
+        return True
+
+    def add(self, word: str, line: int | None = None) -> None:
+        self._first[word] = line
+        self.words.append(word)
+
+
 class WordVectorFormatError(ValueError):
     """A word-vector file that cannot be read; the message names the file and line.
 
@@ -133,11 +162,9 @@ def read_word_vectors(path: str | os.PathLike[str], *, max_words: int | None = N
     if not path.is_file():
         raise FileNotFoundError(f"Word-vector file {str(path)!r} does not exist.")
     _check_max_words(max_words)
-    words: list[str] = []
+    vocabulary = _FirstOccurrences(max_words)
     rows: list[np.ndarray] = []
-    first_line: dict[str, int] = {}
-    duplicates = multiword = blank = read = 0
-    examples: list[tuple[str, int | None, int | None]] = []
+    multiword = blank = read = 0
     header: tuple[int, int] | None = None
     dim: int | None = None
     dim_line = 0
@@ -182,17 +209,13 @@ def read_word_vectors(path: str | os.PathLike[str], *, max_words: int | None = N
         word = " ".join(parts[: len(parts) - dim])
         vector = _parse_vector(parts[len(parts) - dim :], path, line_no, len(parts) - dim)
         read += 1
-        if word in first_line:
-            duplicates += 1
-            if len(examples) < _MAX_EXAMPLES:
-                examples.append((word, line_no, first_line[word]))
+        if vocabulary.repeated(word, line_no):
             continue
-        if max_words is not None and len(words) >= max_words:
+        if vocabulary.full:
             break
-        first_line[word] = line_no
-        words.append(word)
+        vocabulary.add(word, line_no)
         rows.append(vector)
-    if not words:
+    if not vocabulary.words:
         raise WordVectorFormatError(f"{path}: no word vectors found (a GloVe/word2vec text file was expected).", path)
     if header is not None and max_words is None and read != header[0]:
         raise WordVectorFormatError(
@@ -200,7 +223,15 @@ def read_word_vectors(path: str | os.PathLike[str], *, max_words: int | None = N
             path,
             1,
         )
-    vectors = WordVectors(words, np.stack(rows), str(path), duplicates, examples, multiword, blank)
+    vectors = WordVectors(
+        vocabulary.words,
+        np.stack(rows),
+        str(path),
+        vocabulary.duplicates,
+        vocabulary.examples,
+        multiword,
+        blank,
+    )
     _log_read(vectors)
     return vectors
 
@@ -316,34 +347,29 @@ def read_npy_vocabulary(folder: str | os.PathLike[str], *, max_words: int | None
 
 def _from_arrays(matrix: Any, words: Sequence[Any], source: str, max_words: int | None) -> WordVectors:
     """Check words against a matrix, drop repeated words (the first kept) and words with spaces."""
-    seen: dict[str, int] = {}
+    vocabulary = _FirstOccurrences(max_words)
     keep: list[int] = []
-    kept_words: list[str] = []
-    duplicates = multiword = 0
-    examples: list[tuple[str, int | None, int | None]] = []
+    multiword = 0
     for row, word in enumerate(words):
         if not isinstance(word, str) or not word:
             raise ValueError(f"{source}: word {row} is {word!r}, expected a non-empty string.")
-        if word in seen:
-            duplicates += 1
-            if len(examples) < _MAX_EXAMPLES:
-                examples.append((word, None, None))
+        if vocabulary.repeated(word):
             continue
         if any(space in word for space in (" ", "\t", "\n")):
             multiword += 1
             continue
-        if max_words is not None and len(keep) >= max_words:
+        if vocabulary.full:
             break
-        seen[word] = row
+        vocabulary.add(word)
         keep.append(row)
-        kept_words.append(word)
+    kept_words = vocabulary.words
     if not keep:
         raise ValueError(f"{source}: no words.")
     vectors = np.asarray(matrix[keep] if len(keep) < len(words) else matrix, dtype=np.float32)
     if not np.isfinite(vectors).all():
         bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
         raise ValueError(f"{source}: the vector of {kept_words[bad]!r} holds a value that is not finite.")
-    result = WordVectors(kept_words, vectors, source, duplicates, examples, multiword)
+    result = WordVectors(kept_words, vectors, source, vocabulary.duplicates, vocabulary.examples, multiword)
     _log_read(result)
     return result
 
