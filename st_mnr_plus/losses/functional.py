@@ -39,6 +39,7 @@ from st_mnr_plus.losses.ops import (
     column_block,
     dot,
     finish_gradients,
+    logsumexp_,
     positive_similarity,
     probabilities_,
     row_blocks,
@@ -150,11 +151,12 @@ def _tile(pool: Pool, ids: Ids | None, threshold: Tensor | None, r0: int, r1: in
     )
 
 
-def _lse_by_direction(blocks: list[Block]) -> dict[str, Tensor]:
-    """Per direction, the row logsumexp over its blocks."""
+def _lse_by_direction(blocks: list[Block], *, consume: bool = False) -> dict[str, Tensor]:
+    """Per direction, the row logsumexp over its blocks (``consume``: overwriting their logits)."""
     parts: dict[str, list[Tensor]] = {}
     for block in blocks:
-        parts.setdefault(block.direction, []).append(torch.logsumexp(block.logits, dim=1))
+        lse = logsumexp_(block.logits, 1) if consume else torch.logsumexp(block.logits, dim=1)
+        parts.setdefault(block.direction, []).append(lse)
     return {d: v[0] if len(v) == 1 else torch.logsumexp(torch.stack(v), dim=0) for d, v in parts.items()}
 
 
@@ -177,7 +179,9 @@ def _tile_rows(pool: Pool, spec: MNRSpec) -> int:
     return min(rows, pool.local)
 
 
-def _blocks(pool, grads, ids, tile, spec, scale, *, by_rows: bool, similarity=dot) -> tuple[list[Block], Tensor]:
+def _blocks(
+    pool, grads, ids, tile, spec, scale, *, by_rows: bool, similarity=dot, with_stats=True
+) -> tuple[list[Block], Tensor | None]:
     return row_blocks(
         pool,
         grads,
@@ -189,6 +193,7 @@ def _blocks(pool, grads, ids, tile, spec, scale, *, by_rows: bool, similarity=do
         penalty=spec.penalty,
         doc_to_query_by_rows=by_rows,
         similarity=similarity,
+        with_stats=with_stats,
     )
 
 
@@ -226,18 +231,18 @@ def _two_pass(pool: Pool, grads: Pool | None, ids: Ids | None, spec: MNRSpec, sc
     for tile in tiles:
         blocks, tile_stats = _blocks(pool, None, ids, tile, spec, scale, by_rows=False)
         stats += tile_stats
-        for direction, value in _lse_by_direction(blocks).items():
+        for direction, value in _lse_by_direction(blocks, consume=True).items():
             row_lse[direction][tile.r0 : tile.r1] = value
-        column = column_block(pool, ids, tile, threshold, scale)
-        column_lse = torch.logaddexp(column_lse, torch.logsumexp(column.logits, dim=0))
+        column = column_block(pool, ids, tile, threshold, scale, blocks[0].positive_scores)
+        column_lse = torch.logaddexp(column_lse, logsumexp_(column.logits, 0))
     lse = {**row_lse, "doc_to_query": column_lse}
     normaliser = _normaliser(lse, spec)
     if grads is None:
         return normaliser, stats
     per_direction = spec.partition_mode == "per_direction"
     for tile in tiles:
-        blocks, _ = _blocks(pool, grads, ids, tile, spec, scale, by_rows=False)
-        column = column_block(pool, ids, tile, threshold, scale)
+        blocks, _ = _blocks(pool, grads, ids, tile, spec, scale, by_rows=False, with_stats=False)
+        column = column_block(pool, ids, tile, threshold, scale, blocks[0].positive_scores)
         column_norm = lse["doc_to_query"] if per_direction else normaliser
         d_column = probabilities_(column.logits, column_norm, spec.row_weight(), by_column=True)
         for index, block in enumerate(blocks):

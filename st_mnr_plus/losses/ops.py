@@ -42,6 +42,7 @@ __all__ = [
     "exclusion_mask",
     "finish_gradients",
     "logits",
+    "logsumexp_",
     "penalised_columns",
     "probabilities_",
     "row_blocks",
@@ -151,6 +152,9 @@ class Block:
     y: Tensor
     x_grad: Tensor | None = None
     y_grad: Tensor | None = None
+    #: The raw scores of the rows against the positives (the first ``world`` columns), kept when asked for:
+    #: :func:`column_block` reads doc_to_query from them instead of computing the same product again.
+    positive_scores: Tensor | None = None
 
     @property
     def own(self) -> bool:
@@ -240,8 +244,17 @@ def logits(
 
 
 def _query_to_doc(
-    pool: Pool, grads: Pool | None, ids: Ids | None, tile: Tile, own: bool, scale, penalty, similarity
-) -> tuple[list[Block], Tensor]:
+    pool: Pool,
+    grads: Pool | None,
+    ids: Ids | None,
+    tile: Tile,
+    own: bool,
+    scale,
+    penalty,
+    similarity,
+    keep_scores: bool,
+    with_stats: bool,
+) -> tuple[list[Block], Tensor | None]:
     """The anchors against every document (and, under ``own``, against their own negatives): blocks and stats."""
     r0, r1, rows = tile.r0, tile.r1, tile.rows
     x, docs = pool.anchors(r0, r1), pool.documents(own)
@@ -253,7 +266,8 @@ def _query_to_doc(
     mode, alpha = penalty
     columns = penalised_columns(mode, tile.cols, pool.world, 1 if own else 1 + pool.negatives)
     x_grad, docs_grad = (None, None) if grads is None else (grads.anchors(r0, r1), grads.documents(own))
-    blocks = [Block("query_to_doc", logits(sim, scale, excluded, columns, alpha), x, docs, x_grad, docs_grad)]
+    scores = sim[:, : pool.world].clone() if keep_scores else None  # before tile_stats consumes sim
+    blocks = [Block("query_to_doc", logits(sim, scale, excluded, columns, alpha), x, docs, x_grad, docs_grad, scores)]
     own_sim = own_excluded = own_duplicates = None
     if own and pool.negatives:
         negatives = pool.own_negatives(r0, r1)  # (n, rows, d)
@@ -268,8 +282,9 @@ def _query_to_doc(
         own_grad = None if grads is None else grads.own_negatives(r0, r1)
         own_logits = logits(own_sim, scale, own_excluded, uniform, alpha)
         blocks.append(Block("query_to_doc", own_logits, x, negatives, x_grad, own_grad))
-    stats = tile_stats(sim, excluded, duplicates, positive, own_sim, own_excluded, own_duplicates)
-    return blocks, stats
+    if not with_stats:
+        return blocks, None
+    return blocks, tile_stats(sim, excluded, duplicates, positive, own_sim, own_excluded, own_duplicates)
 
 
 def _own_similarity(x: Tensor, negatives: Tensor, similarity: Similarity) -> Tensor:
@@ -325,13 +340,17 @@ def row_blocks(
     penalty: tuple[str | None, float],
     doc_to_query_by_rows: bool,
     similarity: Similarity = dot,
-) -> tuple[list[Block], Tensor]:
+    with_stats: bool = True,
+) -> tuple[list[Block], Tensor | None]:
     """Every block of row-normalised logits of a tile, and its :data:`STAT_NAMES` sums.
 
     ``penalty`` is ``(hardness_mode, alpha)``. ``doc_to_query_by_rows=False`` leaves doc_to_query out: the caller
-    reads it from :func:`column_block` instead.
+    reads it from :func:`column_block` instead, given the first block's ``positive_scores``. ``with_stats=False``
+    skips the sums (``None``): a second pass over the same tiles has them already.
     """
-    blocks, stats = _query_to_doc(pool, grads, ids, tile, own, scale, penalty, similarity)
+    blocks, stats = _query_to_doc(
+        pool, grads, ids, tile, own, scale, penalty, similarity, not doc_to_query_by_rows, with_stats
+    )
     if "query_to_query" in directions:
         blocks.append(_query_to_query(pool, grads, ids, tile, scale, similarity))
     if "doc_to_query" in directions and doc_to_query_by_rows:
@@ -341,16 +360,24 @@ def row_blocks(
     return blocks, stats
 
 
-def column_block(pool: Pool, ids: Ids | None, tile: Tile, threshold: Tensor | None, scale: float | Tensor) -> Block:
+def column_block(
+    pool: Pool,
+    ids: Ids | None,
+    tile: Tile,
+    threshold: Tensor | None,
+    scale: float | Tensor,
+    scores: Tensor | None = None,
+) -> Block:
     """doc_to_query read down the columns of the tile's anchors x positives scores (no gathering: offset 0).
 
     Entry ``(k, j)`` scores query ``k`` (a row of the tile) against positive ``j``: it is a logit of *column*
     ``j``'s doc_to_query row, so it is normalised along the columns, with column ``j``'s ``threshold`` and
     identity. The block shares ``x`` and ``y`` with the query_to_doc block's first ``world`` columns, so its
-    gradient is added to theirs before the matrix products (it has no gradient buffers of its own).
+    gradient is added to theirs before the matrix products (it has no gradient buffers of its own). ``scores``:
+    those scores, already computed for the query_to_doc block (its ``positive_scores``), used in place.
     """
     x, y = pool.anchors(tile.r0, tile.r1), pool.candidates[: pool.world]
-    sim = dot(x, y)  # (rows, world)
+    sim = dot(x, y) if scores is None else scores  # (rows, world)
     query_ids = None if ids is None else ids.queries
     excluded, _ = exclusion_mask(sim, tile.anchor_ids, query_ids, threshold, threshold_by_column=True)
     _keep((torch.arange(tile.rows, device=sim.device), tile.cols), excluded)
@@ -404,6 +431,19 @@ def tile_stats(
 
 
 # ---- gradients ------------------------------------------------------------------------------------------------
+
+
+def logsumexp_(block_logits: Tensor, dim: int) -> Tensor:
+    """``torch.logsumexp(block_logits, dim)``, overwriting ``block_logits`` (the shift, exp and sum in place: no
+    temporary of the block's size), for logits that are not needed afterwards. A line of only ``-inf`` gives
+    ``-inf``."""
+    if block_logits.shape[dim] == 0:
+        shape = list(block_logits.shape)
+        del shape[dim]
+        return block_logits.new_full(shape, NEG_INF)
+    top = block_logits.amax(dim=dim)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return top + block_logits.sub_(top.unsqueeze(dim)).exp_().sum(dim=dim).log()
 
 
 def probabilities_(block_logits: Tensor, normaliser: Tensor, weight: float, *, by_column: bool = False) -> Tensor:
