@@ -99,6 +99,11 @@ KNOWN_FAILURES = {
         "both",
         "calls ST's private _create_minibatch; ST 6.2 drops empty modality slices the snapshot expects",
     ),
+    "test_merged_forward.py::test_anchor_losses_keep_the_anchor_on_its_own_forward": (
+        "swapped",
+        "pins MNRL's forward calls (the anchors alone, then the candidates merged); MNRPlus's default "
+        "group_by_length=True embeds length-sorted chunks pooled across columns, with the same loss and gradients",
+    ),
     "test_cmnrl.py::test_cmnrl_same_grad": (
         "original",
         "random DistilBERT stand-in: at loss x1000, one of 36 gradients of ST's CMNRL misses the 1e-3 tolerance",
