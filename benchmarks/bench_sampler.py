@@ -34,69 +34,23 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
+# Both samplers' modules at collection (see above): make_sampler imports them where it builds one.
+from sentence_transformers.base.sampler import NoDuplicatesBatchSampler  # noqa: F401
+
+from st_mnr_plus.bench.workloads import make_sampler, one_epoch, synthetic_pairs
 from st_mnr_plus.callbacks import peak_rss_mib
-from st_mnr_plus.sampler import NoDuplicatesSampler
+from st_mnr_plus.sampler import NoDuplicatesSampler  # noqa: F401
 
-DUPLICATE_FRACTION = 0.05
 ST_PLAIN_FRACTION = 0.1
 KINDS = ("ours", "st_hashed", "st_plain")
 GIB = 1024**3
-
-
-def synthetic_pairs(num_rows: int, seed: int = 0) -> pa.Table:
-    """``num_rows`` (anchor, positive) rows in which ~5% of the rows repeat a text held by another row.
-
-    Texts are sentence-like strings of ~60 characters. A random ``DUPLICATE_FRACTION`` of the rows take, in one
-    of their two columns, a text of another row (either column), so duplicates also cross columns.
-    """
-    rng = np.random.default_rng(seed)
-    ids = np.arange(num_rows)
-    anchors = pd.Series(ids).map("a query about topic {} with some extra words to pad it out".format)
-    positives = pd.Series(ids).map("a passage that answers query {} with a few more words".format)
-    anchors, positives = anchors.to_numpy(dtype=object), positives.to_numpy(dtype=object)
-    repeated = rng.choice(num_rows, size=int(num_rows * DUPLICATE_FRACTION), replace=False)
-    sources = rng.integers(0, num_rows, size=len(repeated))
-    source_texts = np.where(rng.random(len(repeated)) < 0.5, anchors[sources], positives[sources])
-    into_anchor = rng.random(len(repeated)) < 0.5
-    anchors[repeated[into_anchor]] = source_texts[into_anchor]
-    positives[repeated[~into_anchor]] = source_texts[~into_anchor]
-    return pa.table({"anchor": pa.array(anchors, pa.string()), "positive": pa.array(positives, pa.string())})
 
 
 def as_dataset(table: pa.Table):
     from datasets import Dataset
 
     return Dataset(table)
-
-
-def make_sampler(kind: str, dataset, batch_size: int):
-    """The sampler ``kind`` over ``dataset``, as ``SentenceTransformerTrainer`` would build it."""
-    import torch
-
-    if kind == "ours":
-        return NoDuplicatesSampler(dataset, batch_size, False, seed=0)
-    generator = torch.Generator()
-    if kind == "st_hashed":
-        return NoDuplicatesBatchSampler(
-            dataset, batch_size, False, generator=generator, seed=0, precompute_hashes=True
-        )
-    if kind == "st_plain":
-        return NoDuplicatesBatchSampler(dataset, batch_size, False, generator=generator, seed=0)
-    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
-
-
-def one_epoch(kind: str, dataset, batch_size: int, fraction: float = 1.0) -> list[list[int]]:
-    """Build the sampler (hashing included) and draw ``fraction`` of one epoch's batches: the timed call."""
-    sampler = make_sampler(kind, dataset, batch_size)
-    limit = len(sampler) if fraction >= 1 else max(1, int(len(sampler) * fraction))
-    batches = []
-    for batch in sampler:
-        batches.append(batch)
-        if fraction < 1 and len(batches) == limit:
-            break
-    return batches
 
 
 def epoch_report(table: pa.Table, batches: list[list[int]], batch_size: int) -> dict[str, Any]:

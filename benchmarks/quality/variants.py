@@ -108,7 +108,9 @@ _MNRL_NODUP = Variant("mnrl_nodup", "MNRL + NoDuplicatesSampler", "mnrl", sample
 _MNR_PLUS = Variant("mnr_plus", "MNRPlus (defaults: duplicate masking)", "mnr_plus")
 _SYMMETRIC = Variant("symmetric", "MNRPlus symmetric=True", "mnr_plus", {"symmetric": True})
 _LEARNABLE = Variant(
-    "learnable_scale", "MNRPlus learnable_scale=True (model's lr)", "mnr_plus",
+    "learnable_scale",
+    "MNRPlus learnable_scale=True (model's lr)",
+    "mnr_plus",
     {"learnable_scale": True, "scale_learning_rate": None},
 )
 _LEARNABLE_OWN_LR = Variant(
