@@ -94,13 +94,8 @@ def assert_same(actual: tuple[Any, dict], expected: tuple[Any, dict], **tol: flo
     assert any(g.abs().sum() > 0 for g in expected[1].values()), "all gradients are zero"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These batches are tiny: one thread is as fast, and does not spin-wait on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These batches are tiny: every test runs on one thread (tests/losses/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def no_dropout(model: torch.nn.Module) -> torch.nn.Module:

@@ -70,13 +70,8 @@ F64 = {"rtol": 1e-7, "atol": 1e-9}
 F32 = {"rtol": 1e-4, "atol": 1e-5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These batches are tiny: one thread is as fast, and does not spin-wait on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These batches are tiny: every test runs on one thread (tests/losses/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
