@@ -13,6 +13,7 @@ The helpers :func:`sorted_by_length` and :func:`inverse_permutation` are shared 
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -46,16 +47,23 @@ def length_order(features: dict[str, Any]) -> Tensor | None:
     left alone rather than guessed at. Non-tensor values (``modality``, an ``int`` ``prompt_length``, a Router's
     ``task``) are per batch and travel unchanged.
     """
+    if not _reorderable(features):
+        return None
+    return torch.argsort(features["attention_mask"].sum(dim=1), descending=True, stable=True)
+
+
+def _reorderable(features: dict[str, Any]) -> bool:
+    """Whether ``features``' rows can be reordered safely (see :func:`length_order`); shapes only, no data read."""
     mask = features.get("attention_mask")
     if not isinstance(mask, Tensor) or mask.ndim != 2 or "cu_seq_lens_q" in features:
-        return None
+        return False
     rows = mask.shape[0]
     for value in features.values():
         if isinstance(value, Tensor) and value.shape not in (mask.shape, (rows,)):
-            return None
+            return False
         if isinstance(value, (list, tuple)) and len(value) == rows:
-            return None
-    return torch.argsort(mask.sum(dim=1), descending=True, stable=True)
+            return False
+    return True
 
 
 def sorted_by_length(features: dict[str, Any]) -> tuple[dict[str, Any], Tensor | None]:
@@ -124,12 +132,16 @@ def _pooled(features_list: list[dict[str, Any]]) -> dict[str, Any] | None:
     return pooled
 
 
-def _embed_grouped(model: nn.Module, features: dict[str, Any], order: Tensor, max_tokens: int) -> Tensor:
-    """Embed a batch in length-sorted, trimmed chunks; the embeddings in the batch's own row order."""
+def _embed_grouped(
+    model: nn.Module, features: dict[str, Any], order: Tensor, lengths: list[int], max_tokens: int
+) -> Tensor:
+    """Embed a batch in length-sorted, trimmed chunks; the embeddings in the batch's own row order.
+
+    ``order`` sorts the rows by decreasing token count, ``lengths`` are those counts in that order (on the host).
+    """
     ordered = {key: value[order] if isinstance(value, Tensor) else value for key, value in features.items()}
-    lengths = ordered["attention_mask"].sum(dim=1).tolist()
     chunks = [
-        model(_trimmed_rows(ordered, begin, end, max(int(lengths[begin]), 1)))["sentence_embedding"]
+        model(_trimmed_rows(ordered, begin, end, max(lengths[begin], 1)))["sentence_embedding"]
         for begin, end in chunk_ranges(lengths, max_tokens)
     ]
     embeddings = torch.cat(chunks)  # (rows, dim), sorted
@@ -148,15 +160,16 @@ def _trimmed_rows(features: dict[str, Any], begin: int, end: int, width: int) ->
     return chunk
 
 
-def _padded_tokens(features: dict[str, Any], order: Tensor, max_tokens: int) -> int:
-    """Tokens (padding included) the chunks of ``features`` sorted by ``order`` hold: the encoder's work."""
-    lengths = features["attention_mask"].sum(dim=1)[order].tolist()
-    return sum((end - begin) * max(int(lengths[begin]), 1) for begin, end in chunk_ranges(lengths, max_tokens))
+def _padded_tokens(lengths: list[int], max_tokens: int) -> int:
+    """Tokens (padding included) the chunks of rows with these sorted ``lengths`` hold: the encoder's work."""
+    return sum((end - begin) * max(lengths[begin], 1) for begin, end in chunk_ranges(lengths, max_tokens))
 
 
-def _right_padded(features: dict[str, Any]) -> bool:
-    """Whether every row starts with a real token: trimming trailing padding is what grouping saves."""
-    return bool(features["attention_mask"][:, 0].all())
+def _on_host(tensors: list[Tensor]) -> list[list[int]]:
+    """The 1-D integer ``tensors`` as Python lists, copied in one go: one wait for the device, not one each."""
+    values = torch.cat(tensors).tolist()
+    starts = list(itertools.accumulate((t.numel() for t in tensors), initial=0))
+    return [values[begin:end] for begin, end in itertools.pairwise(starts)]
 
 
 def embed_columns_grouped(
@@ -206,24 +219,38 @@ def embed_columns_grouped(
     if isinstance(max_tokens_per_chunk, bool) or not isinstance(max_tokens_per_chunk, int) or max_tokens_per_chunk < 1:
         raise ValueError(f"max_tokens_per_chunk must be a positive integer, got {max_tokens_per_chunk!r}")
     features_list = list(sentence_features)
-    orders = [length_order(features) for features in features_list]
     if (
         _MERGING_DISABLED.get()
         or not features_list
-        or any(order is None or order.numel() < 2 for order in orders)
-        or not all(_right_padded(features) for features in features_list)
+        or not all(_reorderable(features) and features["attention_mask"].shape[0] > 1 for features in features_list)
     ):
         return embed_columns(model, features_list)
+    masks = [features["attention_mask"] for features in features_list]
+    counts = [mask.sum(dim=1).to(torch.int64) for mask in masks]
     # Pool the columns when that pads fewer tokens than grouping each on its own: a pooled chunk is as wide as its
-    # longest row whichever column it comes from, so a small batch of a long and a short column can lose.
+    # longest row whichever column it comes from, so a small batch of a long and a short column can lose. The
+    # pool's rows are the columns' rows, so its token counts are theirs, concatenated.
     pooled = _pooled(features_list) if len(features_list) > 1 else None
-    pooled_order = length_order(pooled) if pooled is not None else None
-    if pooled_order is not None:
-        separate = sum(_padded_tokens(f, o, max_tokens_per_chunk) for f, o in zip(features_list, orders, strict=True))
-        if _padded_tokens(pooled, pooled_order, max_tokens_per_chunk) <= separate:
-            embeddings = _embed_grouped(model, pooled, pooled_order, max_tokens_per_chunk)  # (sum of rows, dim)
-            return list(embeddings.split([features["attention_mask"].shape[0] for features in features_list]))
+    if pooled is not None and not _reorderable(pooled):
+        pooled = None
+    if pooled is not None:
+        counts.append(torch.cat(counts))
+    orders = [torch.argsort(count, descending=True, stable=True) for count in counts]
+    # Whether each column's rows all start with a real token (right padding: trimming the trailing padding is what
+    # grouping saves), read in the same copy to the host as the sorted counts.
+    first_tokens = torch.stack([(mask[:, 0] != 0).all() for mask in masks]).to(torch.int64)
+    *lengths, right_padded = _on_host(
+        [*(count[order] for count, order in zip(counts, orders, strict=True)), first_tokens]
+    )
+    if not all(right_padded):
+        return embed_columns(model, features_list)
+    columns = len(features_list)
+    if pooled is not None:
+        separate = sum(_padded_tokens(column, max_tokens_per_chunk) for column in lengths[:columns])
+        if _padded_tokens(lengths[columns], max_tokens_per_chunk) <= separate:
+            embeddings = _embed_grouped(model, pooled, orders[columns], lengths[columns], max_tokens_per_chunk)
+            return list(embeddings.split([mask.shape[0] for mask in masks]))  # (rows, dim) per column
     return [
-        _embed_grouped(model, features, order, max_tokens_per_chunk)
-        for features, order in zip(features_list, orders, strict=True)
+        _embed_grouped(model, features, order, column, max_tokens_per_chunk)
+        for features, order, column in zip(features_list, orders[:columns], lengths[:columns], strict=True)
     ]

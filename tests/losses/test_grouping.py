@@ -462,3 +462,38 @@ def test_four_trainer_steps_equal_mnrl_minilm_batch_128(minilm) -> None:
     """The acceptance setting: all-MiniLM-L6-v2, max_seq_length 128, batch 128, dropout 0, 4 steps."""
     minilm.max_seq_length = 128
     assert_trains_like_mnrl(minilm, batch_size=128)
+
+
+def test_reads_the_device_once_per_forward(tiny_model, monkeypatch) -> None:
+    """On CUDA each read of a tensor's values waits for the device: the token counts of every column, the pool's
+    and the padding side come to the host in one copy; the encoder's own reads are not counted."""
+    model = tiny_model.eval()
+    features = [model.preprocess(c) for c in columns(3)]
+    reads: list[str] = []
+    inside_model = [False]
+
+    class Counting(torch.nn.Module):
+        def forward(self, chunk: dict[str, Any]) -> dict[str, Any]:
+            inside_model[0] = True
+            try:
+                return model(chunk)
+            finally:
+                inside_model[0] = False
+
+    def counted(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            if not inside_model[0]:
+                reads.append(name)
+            return original(self, *args, **kwargs)
+
+        return read
+
+    for name in ("tolist", "item", "__bool__", "__int__", "__float__", "__index__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    with torch.no_grad():
+        embeddings = embed_columns_grouped(Counting(), features, max_tokens_per_chunk=48)
+    monkeypatch.undo()
+    assert reads == ["tolist"]
+    assert [e.shape[0] for e in embeddings] == [len(c) for c in columns(3)]
