@@ -560,11 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Configuration mistakes: one line and exit status 2. Anything else (a failure inside training) keeps its traceback.
 def _configuration_errors() -> tuple[type[BaseException], ...]:
+    from st_mnr_plus.bench.report import BenchSettingsError
     from st_mnr_plus.recipe import RecipeError
 
-    errors: list[type[BaseException]] = [ConfigFileError, RecipeError, registry.UnknownComponentError]
-    errors.append(bench_cli.report.BenchSettingsError)
-    errors.append(registry.DuplicateComponentError)
+    errors: list[type[BaseException]] = [ConfigFileError, RecipeError, BenchSettingsError]
+    errors.extend([registry.UnknownComponentError, registry.DuplicateComponentError])
     try:
         from st_mnr_plus.plugins.manager import PluginLoadError
 
