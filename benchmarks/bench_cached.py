@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import torch
 
-from st_mnr_plus.callbacks import peak_rss_mib
+from st_mnr_plus.bench.memory import peak_rss_mib
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DATA = REPO_ROOT / "st_mnr_plus" / "data"

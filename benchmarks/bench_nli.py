@@ -144,7 +144,7 @@ CHILD = textwrap.dedent(
     else:
         from st_mnr_plus.datasets.nli import build_nli
         result = build_nli(path, method.rsplit("-", 1)[1], cache_dir=cache_dir)
-    from st_mnr_plus.callbacks import peak_rss_mib  # VmHWM: ru_maxrss survives exec from pytest
+    from st_mnr_plus.bench.memory import peak_rss_mib  # VmHWM: ru_maxrss survives exec from pytest
     print(json.dumps({"rows_out": len(result), "peak_rss_kib": peak_rss_mib() * 1024}))
     """
 )

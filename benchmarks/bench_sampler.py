@@ -39,7 +39,7 @@ import pytest
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler  # noqa: F401
 
 from st_mnr_plus.bench.workloads import make_sampler, one_epoch, synthetic_pairs
-from st_mnr_plus.callbacks import peak_rss_mib
+from st_mnr_plus.bench.memory import peak_rss_mib
 from st_mnr_plus.sampler import NoDuplicatesSampler  # noqa: F401
 
 ST_PLAIN_FRACTION = 0.1

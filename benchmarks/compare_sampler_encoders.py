@@ -31,9 +31,9 @@ import pandas as pd
 import pyarrow as pa
 from bench_sampler import as_dataset, synthetic_pairs
 
-import st_mnr_plus.sampler as sampler_module
-from st_mnr_plus._sampling import DuplicateIndex
-from st_mnr_plus._sampling import encode_duplicates as checked
+import st_mnr_plus.sampler.no_duplicates as sampler_module
+from st_mnr_plus.sampler.index import DuplicateIndex
+from st_mnr_plus.sampler.index import encode_duplicates as checked
 
 COMMITS = {"exact": "f11311d", "hashed": "ad61a72"}
 REPO = Path(__file__).resolve().parent.parent

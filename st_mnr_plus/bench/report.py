@@ -7,10 +7,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from st_mnr_plus.common.errors import ConfigurationError
+
 __all__ = ["BenchSettingsError", "compare", "format_comparison", "format_table", "load_results", "plot", "ratios"]
 
 
-class BenchSettingsError(ValueError):
+class BenchSettingsError(ConfigurationError):
     """A setting of ``st-mnr-plus bench`` that cannot be run, named with what it must be."""
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from st_mnr_plus.callbacks import peak_rss_mib
+from st_mnr_plus.bench.memory import peak_rss_mib
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from st_mnr_plus.common.errors import ConfigurationError
 from st_mnr_plus.datasets.readers import Batch, NLIFormatError, Source
 
 ENTAILMENT, NEUTRAL, CONTRADICTION, NO_CONSENSUS = 0, 1, 2, -1
@@ -43,17 +44,19 @@ def check_label_map(label_map: Mapping[str | int, str | int] | None) -> dict[str
     if label_map is None:
         return {}
     if not isinstance(label_map, Mapping):
-        raise ValueError(f"label_map must be a mapping of label value -> meaning, got {type(label_map).__name__}.")
+        raise ConfigurationError(
+            f"label_map must be a mapping of label value -> meaning, got {type(label_map).__name__}."
+        )
     checked: dict[str | int, int] = {}
     for raw, meaning in label_map.items():
         if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-            raise ValueError(f"label_map keys must be strings or integers, got {raw!r}.")
+            raise ConfigurationError(f"label_map keys must be strings or integers, got {raw!r}.")
         if isinstance(meaning, str) and meaning.strip().lower() in _LABEL_TARGETS:
             code = _LABEL_TARGETS[meaning.strip().lower()]
         elif isinstance(meaning, int) and not isinstance(meaning, bool) and meaning in (0, 1, 2, -1):
             code = meaning
         else:
-            raise ValueError(
+            raise ConfigurationError(
                 f"label_map[{raw!r}] = {meaning!r}: expected 'entailment', 'neutral', 'contradiction', "
                 "'no_consensus', or 0, 1, 2, -1."
             )

@@ -32,6 +32,8 @@ from typing import Any, Concatenate, ParamSpec
 import datasets
 from tqdm.auto import tqdm
 
+from st_mnr_plus.common.errors import ConfigurationError
+from st_mnr_plus.common.sources import is_local_path
 from st_mnr_plus.datasets._build import OUTPUT_COLUMNS, BuildRun, Output
 from st_mnr_plus.datasets._labels import check_label_map
 from st_mnr_plus.datasets.readers import (
@@ -40,7 +42,6 @@ from st_mnr_plus.datasets.readers import (
     Source,
     dataset_source,
     file_source,
-    is_file_path,
     layout_kind,
 )
 from st_mnr_plus.datasets.report import SKIP_REASONS, BuildReport, EmptyBuildError, empty_message
@@ -120,35 +121,39 @@ class NLIBuilder:
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if output not in OUTPUT_COLUMNS:
-            raise ValueError(f"output must be 'pairs' or 'triplets', got {output!r}.")
+            raise ConfigurationError(f"output must be 'pairs' or 'triplets', got {output!r}.")
         if not isinstance(add_reversed, bool):
-            raise ValueError(f"add_reversed must be True or False, got {add_reversed!r}.")
+            raise ConfigurationError(f"add_reversed must be True or False, got {add_reversed!r}.")
         if add_reversed and output != "pairs":
-            raise ValueError("add_reversed=True applies to output='pairs' only.")
+            raise ConfigurationError("add_reversed=True applies to output='pairs' only.")
         if max_triplets_per_premise is not None:
             if output != "triplets":
-                raise ValueError("max_triplets_per_premise applies to output='triplets' only.")
+                raise ConfigurationError("max_triplets_per_premise applies to output='triplets' only.")
             if (
                 isinstance(max_triplets_per_premise, bool)
                 or not isinstance(max_triplets_per_premise, int)
                 or max_triplets_per_premise < 1
             ):
-                raise ValueError(
+                raise ConfigurationError(
                     f"max_triplets_per_premise must be a positive integer or None, got {max_triplets_per_premise!r}."
                 )
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
+            raise ConfigurationError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
         if not isinstance(split, str) or not split:
-            raise ValueError(f"split must be a non-empty string, got {split!r}.")
+            raise ConfigurationError(f"split must be a non-empty string, got {split!r}.")
         if columns is not None:
             if not isinstance(columns, Mapping):
-                raise ValueError(f"columns must be a mapping of column roles to names, got {type(columns).__name__}.")
+                raise ConfigurationError(
+                    f"columns must be a mapping of column roles to names, got {type(columns).__name__}."
+                )
             layout_kind(columns, "columns")
             for role, value in columns.items():
                 if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
-                    raise ValueError(f"columns[{role!r}] must be a column name or a 0-based position, got {value!r}.")
+                    raise ConfigurationError(
+                        f"columns[{role!r}] must be a column name or a 0-based position, got {value!r}."
+                    )
             if len({isinstance(v, int) for v in columns.values()}) > 1:
-                raise ValueError("columns must use either names or positions for every column, not a mix.")
+                raise ConfigurationError("columns must use either names or positions for every column, not a mix.")
         self.output: Output = output
         self.add_reversed = add_reversed
         self.max_triplets_per_premise = max_triplets_per_premise
@@ -170,18 +175,18 @@ class NLIBuilder:
         elif isinstance(sources, Iterable):
             items = list(sources)
         else:
-            raise ValueError(
+            raise ConfigurationError(
                 "sources must be a path, a hub id, a datasets.Dataset/DatasetDict/IterableDataset or a list of "
                 f"them, got {type(sources).__name__}."
             )
         if not items:
-            raise ValueError("sources is empty: give at least one file, hub id or dataset.")
+            raise ConfigurationError("sources is empty: give at least one file, hub id or dataset.")
         return [self._source(item, index) for index, item in enumerate(items)]
 
     def _source(self, item: Any, index: int) -> Source:
         if isinstance(item, (datasets.DatasetDict, datasets.IterableDatasetDict)):
             if self.split not in item:
-                raise ValueError(
+                raise ConfigurationError(
                     f"sources[{index}] is a DatasetDict without split {self.split!r} (it has {list(item)}); "
                     "pass split=... to choose one."
                 )
@@ -189,13 +194,13 @@ class NLIBuilder:
         if isinstance(item, (datasets.Dataset, datasets.IterableDataset)):
             return self._dataset(item, index)
         if isinstance(item, (str, os.PathLike)):
-            if is_file_path(item):
+            if is_local_path(item):
                 return file_source(item, self.columns, self.on_error)
             repo, _, config = str(item).partition(":")
             logger.info("Loading %s (config %s, split %s) with datasets.load_dataset", repo, config or "-", self.split)
             dataset = datasets.load_dataset(repo, config or None, split=self.split)
             return dataset_source(dataset, f"{item} [{self.split}]", self.columns, self.on_error)
-        raise ValueError(
+        raise ConfigurationError(
             f"sources[{index}] must be a path, a hub id or a datasets.Dataset/DatasetDict/IterableDataset, "
             f"got {type(item).__name__}."
         )

@@ -29,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pa_json
 
+from st_mnr_plus.common.errors import ConfigurationError, SourceNotFoundError
+
 OnError = Literal["raise", "skip"]
 LayoutKind = Literal["nli", "pair", "triplet"]
 
@@ -60,7 +62,7 @@ _DEFAULT_CHUNK_BYTES = 8 << 20
 _DEFAULT_BATCH_ROWS = 65_536
 
 
-class NLIFormatError(ValueError):
+class NLIFormatError(ConfigurationError):
     """A source does not have the expected format. The message names the file and line (or dataset and row).
 
     Attributes:
@@ -108,7 +110,7 @@ def layout_kind(columns: Iterable[str], argument: str = "columns") -> LayoutKind
     for kind, canonical in (("nli", NLI_COLUMNS), ("triplet", TRIPLET_COLUMNS), ("pair", PAIR_COLUMNS)):
         if keys == set(canonical):
             return kind  # type: ignore[return-value]
-    raise ValueError(
+    raise ConfigurationError(
         f"{argument} must map exactly the keys {list(NLI_COLUMNS)}, {list(TRIPLET_COLUMNS)} or {list(PAIR_COLUMNS)} "
         f"to source column names (or 0-based positions for files without a header); got keys {sorted(keys)}."
     )
@@ -197,20 +199,6 @@ def _split_compression(path: Path) -> tuple[str, bool]:
     return (suffixes[-1] if suffixes else ""), gz
 
 
-def is_file_path(value: str | os.PathLike[str]) -> bool:
-    """Whether a string names a local file rather than a hub id: a known suffix, a path-like start, or existing."""
-    if isinstance(value, os.PathLike):
-        return True
-    path = Path(value)
-    suffix, _ = _split_compression(path)
-    return (
-        suffix in FILE_SUFFIXES
-        or value.startswith((".", "/", "~"))
-        or os.sep in value.replace("/", "", 1)
-        or path.exists()
-    )
-
-
 class _ByteCounter:
     """Reports bytes read from the underlying (compressed) file to a progress callback."""
 
@@ -255,7 +243,7 @@ def file_source(
     path = Path(path).expanduser()
     name = str(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise SourceNotFoundError(
             f"NLI source file not found: {name}" + (" (it is a directory)" if path.exists() else "")
         )
     suffix, gz = _split_compression(path)
@@ -278,7 +266,7 @@ def file_source(
                 found = list(obj)
         layout = resolve_layout(found, columns, name)
         if layout.positional:
-            raise ValueError(
+            raise ConfigurationError(
                 f"columns: positions (integers) only apply to CSV/TSV files without a header, not to {name}."
             )
         if first is not None and layout.kind == "nli" and isinstance(obj, dict):
@@ -623,7 +611,9 @@ def dataset_source(
         total = len(dataset)
     layout = resolve_layout(found, columns, name)
     if layout.positional:
-        raise ValueError(f"columns: positions (integers) only apply to CSV/TSV files without a header, not to {name}.")
+        raise ConfigurationError(
+            f"columns: positions (integers) only apply to CSV/TSV files without a header, not to {name}."
+        )
     read = functools.partial(_iter_dataset, dataset=dataset, batch_rows=batch_rows)
     return Source(name, "row", layout, read, on_error, total, "rows")
 

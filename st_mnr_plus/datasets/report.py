@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from st_mnr_plus.common.errors import ConfigurationError
+
 #: Every reason an input row can be skipped for, in the order reports list them.
 SKIP_REASONS: tuple[str, ...] = (
     "malformed",
@@ -93,7 +95,7 @@ class BuildReport:
         return "\n".join(lines)
 
 
-class EmptyBuildError(ValueError):
+class EmptyBuildError(ConfigurationError):
     """Every row was filtered out. The message says which filters removed them; ``report`` has the counts."""
 
     def __init__(self, message: str, report: BuildReport) -> None:

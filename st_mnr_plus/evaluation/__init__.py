@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from st_mnr_plus.evaluation.evaluator import STSEvaluator
 from st_mnr_plus.evaluation.presets import nli_triplet_evaluator, sickr_evaluator, sts_suite, stsb_evaluator
-from st_mnr_plus.evaluation.readers import PACKAGED_STSB
+from st_mnr_plus.evaluation.readers import PACKAGED_STSB, EvaluatorError
 
 __all__ = [
     "PACKAGED_STSB",
+    "EvaluatorError",
     "STSEvaluator",
     "nli_triplet_evaluator",
     "sickr_evaluator",

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
+from st_mnr_plus.evaluation.readers import EvaluatorError
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -39,7 +41,7 @@ class STSEvaluator(EmbeddingSimilarityEvaluator):
         **kwargs: Any,
     ) -> None:
         if not (len(sentences1) == len(sentences2) == len(scores)):
-            raise ValueError(
+            raise EvaluatorError(
                 f"sentences1, sentences2 and scores must have the same length, got {len(sentences1)}, "
                 f"{len(sentences2)} and {len(scores)}."
             )

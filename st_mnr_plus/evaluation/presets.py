@@ -23,7 +23,7 @@ from sentence_transformers.base.evaluation.sequential import SequentialEvaluator
 from sentence_transformers.sentence_transformer.evaluation import TripletEvaluator
 
 from st_mnr_plus.evaluation.evaluator import STSEvaluator
-from st_mnr_plus.evaluation.readers import SICK, STSB, Release, ScoreRange, gold_scores
+from st_mnr_plus.evaluation.readers import SICK, STSB, EvaluatorError, Release, ScoreRange, gold_scores
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -43,10 +43,10 @@ _SPLIT_NAMES = {"train": "train", "validation": "dev", "test": "test"}
 
 def _check_split(split: str) -> str:
     if not isinstance(split, str):
-        raise ValueError(f"split must be one of {', '.join(_SPLITS)}, got {split!r}.")
+        raise EvaluatorError(f"split must be one of {', '.join(_SPLITS)}, got {split!r}.")
     canonical = _SPLIT_ALIASES.get(split, split)
     if canonical not in _SPLITS:
-        raise ValueError(f"split must be one of {', '.join(_SPLITS)} (or 'dev' for validation), got {split!r}.")
+        raise EvaluatorError(f"split must be one of {', '.join(_SPLITS)} (or 'dev' for validation), got {split!r}.")
     return canonical
 
 
@@ -56,9 +56,9 @@ def _check_score_range(score_range: Sequence[float] | None) -> ScoreRange | None
     try:
         low, high = (float(value) for value in score_range)
     except (TypeError, ValueError):
-        raise ValueError(f"score_range must be a pair (low, high) of numbers, got {score_range!r}.") from None
+        raise EvaluatorError(f"score_range must be a pair (low, high) of numbers, got {score_range!r}.") from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"score_range must be finite with low < high, got {score_range!r}.")
+        raise EvaluatorError(f"score_range must be finite with low < high, got {score_range!r}.")
     return low, high
 
 
@@ -66,7 +66,7 @@ def _check_columns(columns: Sequence[str] | None) -> tuple[str, str, str] | None
     if columns is None:
         return None
     if isinstance(columns, str) or len(columns) != 3 or not all(isinstance(c, str) for c in columns):
-        raise ValueError(f"columns must name three columns (sentence1, sentence2, score), got {columns!r}.")
+        raise EvaluatorError(f"columns must name three columns (sentence1, sentence2, score), got {columns!r}.")
     return tuple(columns)  # type: ignore[return-value]
 
 
@@ -227,10 +227,10 @@ def nli_triplet_evaluator(
     if max_triplets is not None and (
         isinstance(max_triplets, bool) or not isinstance(max_triplets, int) or max_triplets < 1
     ):
-        raise ValueError(f"max_triplets must be a positive integer or None, got {max_triplets!r}.")
+        raise EvaluatorError(f"max_triplets must be a positive integer or None, got {max_triplets!r}.")
     if isinstance(source, Dataset):
         if build_options:
-            raise ValueError("build_options apply only when build_nli builds the triplets; source is a Dataset.")
+            raise EvaluatorError("build_options apply only when build_nli builds the triplets; source is a Dataset.")
         dataset, origin = source, "the triplet Dataset"
     else:
         from st_mnr_plus.datasets.nli import build_nli
@@ -239,19 +239,19 @@ def nli_triplet_evaluator(
         origin = f"build_nli({source!r})"
     missing = [column for column in ("anchor", "positive", "negative") if column not in dataset.column_names]
     if missing:
-        raise ValueError(
+        raise EvaluatorError(
             f"{origin}: needs the columns anchor, positive, negative; missing {', '.join(missing)} "
             f"(columns: {', '.join(dataset.column_names)})."
         )
     if max_triplets is not None and max_triplets < len(dataset):
         dataset = dataset.select(range(max_triplets))
     if len(dataset) == 0:
-        raise ValueError(f"{origin}: no triplets.")
+        raise EvaluatorError(f"{origin}: no triplets.")
     texts = {column: dataset[column] for column in ("anchor", "positive", "negative")}
     for column, values in texts.items():
         for row, value in enumerate(values):
             if not isinstance(value, str):
-                raise ValueError(
+                raise EvaluatorError(
                     f"{origin}, row {row}, column {column!r}: expected a string, got {type(value).__name__}."
                 )
     evaluator_kwargs.setdefault("main_similarity_function", "cosine")
@@ -299,12 +299,14 @@ def sts_suite(
         include = (include,)
     unknown = [item for item in include if item not in factories]
     if unknown or len(set(include)) != len(include):
-        raise ValueError(f"include must list distinct presets among {', '.join(factories)}, got {list(include)!r}.")
+        raise EvaluatorError(
+            f"include must list distinct presets among {', '.join(factories)}, got {list(include)!r}."
+        )
     for evaluator in extra:
         if not isinstance(evaluator, BaseEvaluator):
-            raise ValueError(f"extra must hold sentence-transformers evaluators, got {type(evaluator).__name__}.")
+            raise EvaluatorError(f"extra must hold sentence-transformers evaluators, got {type(evaluator).__name__}.")
     if not include and not extra:
-        raise ValueError("include and extra are both empty: the suite would evaluate nothing.")
+        raise EvaluatorError("include and extra are both empty: the suite would evaluate nothing.")
     evaluators: list[BaseEvaluator] = []
     for item in include:
         factory, source = factories[item]

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from st_mnr_plus.common.errors import ConfigurationError, SourceNotFoundError
+from st_mnr_plus.common.sources import is_local_path
+
 logger = logging.getLogger(__name__)
+
+
+class EvaluatorError(ConfigurationError):
+    """An evaluator preset cannot be built from what it was given (source, split, columns, score range, data)."""
+
 
 ScoreRange = tuple[float, float]
 
@@ -137,7 +145,7 @@ def read_stsb_csv(path: Path) -> Pairs:
     with path.open(encoding="utf-8", newline="") as handle:
         for line_no, fields in rows.fields(handle, start=1):
             if len(fields) < 7:
-                raise ValueError(
+                raise EvaluatorError(
                     f"{path}:{line_no}: expected at least 7 tab-separated fields (genre, file, year, id, score, "
                     f"sentence1, sentence2), got {len(fields)}."
                 )
@@ -159,7 +167,7 @@ def read_sick_txt(path: Path, semeval_set: str | None = None) -> Pairs:
         required = ["sentence_A", "sentence_B", "relatedness_score"] + (["SemEval_set"] if semeval_set else [])
         missing = [name for name in required if name not in header]
         if missing:
-            raise ValueError(
+            raise EvaluatorError(
                 f"{path}:1: the header must name the columns {', '.join(required)}; missing {', '.join(missing)} "
                 f"(header: {header_line[:200]!r})."
             )
@@ -167,7 +175,7 @@ def read_sick_txt(path: Path, semeval_set: str | None = None) -> Pairs:
         col_set = header.index("SemEval_set") if semeval_set else None
         for line_no, fields in rows.fields(handle, start=2):
             if len(fields) != len(header):
-                raise ValueError(
+                raise EvaluatorError(
                     f"{path}:{line_no}: expected {len(header)} tab-separated fields like the header, got {len(fields)}."
                 )
             if col_set is not None and fields[col_set] != semeval_set:
@@ -190,9 +198,9 @@ def _parse_score(raw: Any, where: str) -> float:
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected a number, got {raw!r}.") from None
+        raise EvaluatorError(f"{where}: expected a number, got {raw!r}.") from None
     if not math.isfinite(value):
-        raise ValueError(f"{where}: expected a finite number, got {raw!r}.")
+        raise EvaluatorError(f"{where}: expected a finite number, got {raw!r}.")
     return value
 
 
@@ -207,10 +215,10 @@ def _from_dataset(
 
     if isinstance(dataset, DatasetDict):
         if split not in dataset:
-            raise ValueError(f"{source_name} has no split {split!r}; its splits are {', '.join(dataset)}.")
+            raise EvaluatorError(f"{source_name} has no split {split!r}; its splits are {', '.join(dataset)}.")
         dataset = dataset[split]
     if not isinstance(dataset, Dataset):
-        raise ValueError(f"{source_name}: expected a datasets.Dataset, got {type(dataset).__name__}.")
+        raise EvaluatorError(f"{source_name}: expected a datasets.Dataset, got {type(dataset).__name__}.")
     names = dataset.column_names
     if columns is None and known is not None:
         columns = known.columns
@@ -218,14 +226,14 @@ def _from_dataset(
         pair = next((pair for pair in _SENTENCE_COLUMNS if set(pair) <= set(names)), None)
         score = next((name for name in _SCORE_COLUMNS if name in names), None)
         if pair is None or score is None:
-            raise ValueError(
+            raise EvaluatorError(
                 f"{source_name}: cannot tell which columns hold the pairs and scores (columns: {', '.join(names)}). "
                 "Pass columns=(sentence1, sentence2, score)."
             )
         columns = (*pair, score)
     missing = [name for name in columns if name not in names]
     if missing:
-        raise ValueError(
+        raise EvaluatorError(
             f"{source_name}: no column {', '.join(map(repr, missing))}; its columns are {', '.join(names)}."
         )
     s1_col, s2_col, score_col = columns
@@ -233,7 +241,7 @@ def _from_dataset(
     for column, values in ((s1_col, sentences1), (s2_col, sentences2)):
         for row, value in enumerate(values):
             if not isinstance(value, str):
-                raise ValueError(
+                raise EvaluatorError(
                     f"{source_name}, row {row}, column {column!r}: expected a string, got {type(value).__name__}."
                 )
     scores = [
@@ -254,7 +262,7 @@ def _from_hub(hub_id: str, split: str, known: HubSpec | None, columns: tuple[str
 
     if known is not None:
         if split not in known.splits:
-            raise ValueError(
+            raise EvaluatorError(
                 f"{hub_id} has no labelled {split!r} split (it has {', '.join(known.splits)}). {known.note}".strip()
             )
         path, config, hub_split = known.path, known.config, known.splits[split]
@@ -264,21 +272,12 @@ def _from_hub(hub_id: str, split: str, known: HubSpec | None, columns: tuple[str
         dataset = datasets.load_dataset(path, config, split=hub_split)
     except Exception as exc:
         local = Path(hub_id).expanduser().resolve()
-        raise ValueError(
+        raise EvaluatorError(
             f"Could not load {hub_id!r} (split {hub_split!r}) from the Hugging Face Hub, and it is not a local folder "
             f"({local} does not exist): {type(exc).__name__}: {exc}"
         ) from exc
     name = f"{hub_id} ({hub_split})"
     return _from_dataset(dataset, split, name, columns, known)
-
-
-def _looks_like_path(text: str) -> bool:
-    return (
-        os.path.isabs(text)
-        or text.startswith((".", "~"))
-        or "\\" in text
-        or text.endswith((".csv", ".txt", ".tsv", ".jsonl"))
-    )
 
 
 def _resolve(
@@ -295,19 +294,19 @@ def _resolve(
     if isinstance(source, Dataset | DatasetDict):
         return _from_dataset(source, split, f"datasets.{type(source).__name__} source", columns)
     if not isinstance(source, str | os.PathLike):
-        raise ValueError(
+        raise EvaluatorError(
             f"source must be a hub id, a folder holding {what}, or a datasets.Dataset; got {type(source).__name__}."
         )
     path = Path(source).expanduser()
     if path.is_dir():
         return read_folder(path, split)
     if path.exists():
-        raise ValueError(f"source {str(source)!r} is a file; pass the folder that holds {what}.")
+        raise EvaluatorError(f"source {str(source)!r} is a file; pass the folder that holds {what}.")
     text = os.fspath(source)
     if text in hub:
         return _from_hub(text, split, hub[text], columns)
-    if isinstance(source, os.PathLike) or _looks_like_path(text):
-        raise FileNotFoundError(
+    if is_local_path(source):
+        raise SourceNotFoundError(
             f"source folder {str(path.resolve())!r} does not exist (expected a folder holding {what})."
         )
     return _from_hub(text, split, None, columns)
@@ -317,7 +316,7 @@ def _stsb_folder(folder: Path, split: str) -> Pairs:
     path = folder / _STSB_FILES[split]
     if not path.is_file():
         present = sorted(p.name for p in folder.glob("sts-*.csv")) or ["no sts-*.csv"]
-        raise FileNotFoundError(
+        raise SourceNotFoundError(
             f"{path} not found: the {split!r} split of STSb is {_STSB_FILES[split]} ({folder} has {', '.join(present)})."
         )
     return read_stsb_csv(path)
@@ -331,7 +330,7 @@ def _sick_folder(folder: Path, split: str) -> Pairs:
     if whole.is_file():
         return read_sick_txt(whole, semeval_set=_SICK_SEMEVAL_SET[split])
     present = sorted(p.name for p in folder.glob("SICK*.txt")) or ["no SICK*.txt"]
-    raise FileNotFoundError(
+    raise SourceNotFoundError(
         f"{path} not found: the {split!r} split of SICK is {_SICK_FILES[split]} (or SICK.txt with a SemEval_set "
         f"column); {folder} has {', '.join(present)}."
     )
@@ -350,7 +349,7 @@ def _decide_range(pairs: Pairs, declared: ScoreRange | None, allowed: tuple[Scor
     low, high = min(pairs.scores), max(pairs.scores)
     fitting = [r for r in allowed if r[0] <= low and high <= r[1]]
     if not fitting:
-        raise ValueError(
+        raise EvaluatorError(
             f"{pairs.source}: scores span {low:g}..{high:g}, which fits none of the ranges "
             f"{', '.join(f'{a:g}-{b:g}' for a, b in allowed)}; declare it with score_range=(low, high)."
         )
@@ -359,7 +358,7 @@ def _decide_range(pairs: Pairs, declared: ScoreRange | None, allowed: tuple[Scor
     elif len(fitting) == 1:
         chosen = fitting[0]
     else:
-        raise ValueError(
+        raise EvaluatorError(
             f"{pairs.source}: scores span {low:g}..{high:g}, which fits the ranges "
             f"{' and '.join(f'{a:g}-{b:g}' for a, b in fitting)}; declare which with score_range=(low, high)."
         )
@@ -379,7 +378,7 @@ def _normalise(pairs: Pairs, score_range: ScoreRange) -> list[float]:
     outside = [i for i, score in enumerate(pairs.scores) if not low <= score <= high]
     if outside:
         first = outside[0]
-        raise ValueError(
+        raise EvaluatorError(
             f"{pairs.locate(first)}: score {pairs.scores[first]:g} is outside the range {low:g}-{high:g} "
             f"({len(outside)} score(s) outside in {pairs.source}). Declare the right range with score_range."
         )
@@ -391,9 +390,9 @@ def _normalise(pairs: Pairs, score_range: ScoreRange) -> list[float]:
 
 def _check_pairs(pairs: Pairs) -> None:
     if not pairs.scores:
-        raise ValueError(f"{pairs.source}: no sentence pairs.")
+        raise EvaluatorError(f"{pairs.source}: no sentence pairs.")
     if not (len(pairs.sentences1) == len(pairs.sentences2) == len(pairs.scores)):
-        raise ValueError(
+        raise EvaluatorError(
             f"{pairs.source}: mismatched lengths: {len(pairs.sentences1)} first sentences, "
             f"{len(pairs.sentences2)} second sentences, {len(pairs.scores)} scores."
         )

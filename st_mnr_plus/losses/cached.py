@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from st_mnr_plus.losses import options as opt
 from st_mnr_plus.losses.grouping import inverse_permutation, sorted_by_length
 from st_mnr_plus.losses.mnr_plus import MNRPlus
-from st_mnr_plus.losses.options import Option
+from st_mnr_plus.losses.options import Delegated, Option
 
 logger = logging.getLogger(__name__)
 
@@ -41,24 +41,6 @@ _GRADCACHE_CITATION = """
 """
 
 
-class _Delegated:
-    """An option of the wrapped :class:`MNRPlus`, which owns every loss option: read from it and assigned to it
-    (with its checks), as ``CachedMultipleNegativesRankingLoss`` forwards its options to its inner loss."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        return self if instance is None else getattr(instance.loss, self.name)
-
-    def __set__(self, instance: Any, value: Any) -> None:
-        setattr(instance.loss, self.name, value)
-
-
-def _check_optional_tokens(value: Any, name: str) -> int | None:
-    return opt.check_optional_positive_int(value, name)
-
-
 def _matryoshka_weights(loss: nn.Module) -> dict[int, float]:
     """Embedding width -> weight, when ``MatryoshkaLoss`` has wrapped this loss's ``calculate_loss``.
 
@@ -73,6 +55,7 @@ def _matryoshka_weights(loss: nn.Module) -> dict[int, float]:
     return {int(dim): float(weight) for dim, weight in zip(dims, weights, strict=True)}
 
 
+@opt.declare_options("cache", delegate=True)
 class CachedMNRPlus(CachedLossMixin, nn.Module):
     def __init__(
         self,
@@ -100,6 +83,7 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         hard_negatives: Literal["shared", "own"] = "shared",
         tile_size: int | None = None,
         group_by_length: bool = True,
+        backend: Literal["auto", "torch", "triton"] = "auto",
     ) -> None:
         r""":class:`~st_mnr_plus.losses.MNRPlus` with gradient caching (GradCache): any batch size in the memory
         of one mini-batch, with exactly the loss and gradients of the uncached loss on the whole batch.
@@ -164,6 +148,7 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
                 mini-batch to its longest text, so mini-batches of similar lengths embed far fewer padding
                 tokens: the same loss and gradients (dropout aside) for less encoder work. Dropout masks are
                 drawn per mini-batch, so only ``group_by_length=False`` draws exactly CMNRL's masks.
+            backend: Where the loss stage runs: ``"auto"``, ``"torch"`` or ``"triton"``, as in MNRPlus.
 
         Inputs:
             +-------------------------------------------------+--------+
@@ -217,35 +202,16 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         """
         super().__init__()
         if has_static_embedding_input(model):
-            raise ValueError(
+            raise opt.OptionError(
                 "CachedMNRPlus cannot cache a StaticEmbedding model: its inputs (a flat token stream with offsets) "
                 "cannot be split into mini-batches, and it has no activations worth caching. Use MNRPlus instead."
             )
-        self.mini_batch_size = mini_batch_size
-        self.mini_batch_num_tokens = mini_batch_num_tokens
-        self.show_progress_bar = show_progress_bar
-        self.group_by_length = group_by_length
+        # The wrapped loss owns and validates every loss option (this class forwards them to it, see options.py);
+        # this class adds the caching and holds only the mini-batching options.
+        arguments = locals()
         self.model = model
-        # The wrapped loss owns and validates every loss option; this class adds the caching.
-        self.loss = MNRPlus(
-            model,
-            scale=scale,
-            similarity_fct=similarity_fct,
-            gather_across_devices=gather_across_devices,
-            directions=directions,
-            partition_mode=partition_mode,
-            hardness_mode=hardness_mode,
-            hardness_strength=hardness_strength,
-            symmetric=symmetric,
-            mask_duplicates=mask_duplicates,
-            false_negative_margin=false_negative_margin,
-            false_negative_ratio=false_negative_ratio,
-            learnable_scale=learnable_scale,
-            max_scale=max_scale,
-            scale_learning_rate=scale_learning_rate,
-            hard_negatives=hard_negatives,
-            tile_size=tile_size,
-        )
+        self.loss = MNRPlus(model, **{o.name: arguments[o.name] for o in opt.options_of("loss")})
+        opt.assign_options(self, arguments, "cache")
         # Set by forward for calculate_loss: per column, the permutation that sorted its rows by length.
         self._orders: list[Tensor | None] = []
         # Set by forward for calculate_loss, which the mixin calls with (reps, labels) only.
@@ -254,30 +220,10 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         # parameters (a learnable scale), see forward.
         self._param_grads: list[tuple[int, list[tuple[nn.Parameter, Tensor]]]] = []
 
-    mini_batch_size = Option(opt.check_positive_int)
-    mini_batch_num_tokens = Option(_check_optional_tokens)
-    show_progress_bar = Option(opt.check_bool)
-    group_by_length = Option(opt.check_bool)
-    scale = _Delegated()
-    similarity_fct = _Delegated()
-    gather_across_devices = _Delegated()
-    directions = _Delegated()
-    partition_mode = _Delegated()
-    hardness_mode = _Delegated()
-    hardness_strength = _Delegated()
-    symmetric = _Delegated()
-    mask_duplicates = _Delegated()
-    false_negative_margin = _Delegated()
-    false_negative_ratio = _Delegated()
-    max_scale = _Delegated()
-    scale_learning_rate = _Delegated()
-    hard_negatives = _Delegated()
-    tile_size = _Delegated()
-
     def __setattr__(self, name: str, value: Any) -> None:
         # As in MNRPlus: an option assigned a module or a parameter goes to its descriptor (here: the inner loss),
         # not to nn.Module's registries.
-        if isinstance(getattr(type(self), name, None), Option | _Delegated | property):
+        if isinstance(getattr(type(self), name, None), Option | Delegated | property):
             object.__setattr__(self, name, value)
             return
         super().__setattr__(name, value)
@@ -374,12 +320,7 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
     # ---- model card -----------------------------------------------------------------------------------------
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {
-            **self.loss.get_config_dict(),
-            "mini_batch_size": self.mini_batch_size,
-            "mini_batch_num_tokens": self.mini_batch_num_tokens,
-            "group_by_length": self.group_by_length,
-        }
+        return opt.card_values(self, "cache")
 
     @property
     def citation(self) -> str:

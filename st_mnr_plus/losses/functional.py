@@ -20,8 +20,9 @@ each input's dtype once, at the end: float16 embeddings under a GradScaler get f
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
@@ -64,52 +65,49 @@ DEFAULT_TILE_ELEMENTS = 1 << 22
 
 @dataclass(frozen=True)
 class MNRSpec:
-    """What to compute; the embeddings come separately. Every option is checked as :class:`MNRPlus` checks it.
+    """What to compute; the embeddings come separately.
+
+    The options (directions, modes, masks, tiling, backend: :data:`~st_mnr_plus.losses.options.SPEC_OPTIONS`) are
+    read as attributes (``spec.directions``); they arrive checked, from the loss module (which checked them when
+    they were set) or from :meth:`of`, which checks them: the spec itself checks nothing again.
 
     Args:
         local_batch: Number of this rank's anchor rows (the batch size without gathering).
         offset: Index of this rank's first row in the (gathered) queries.
-        directions: Interaction terms, as in sentence-transformers' ``MultipleNegativesRankingLoss``.
-        partition_mode: ``"joint"`` (one softmax over all directions) or ``"per_direction"`` (averaged).
-        hardness_mode: ``None``, ``"in_batch_negatives"``, ``"hard_negatives"`` or ``"all_negatives"``.
-        hardness_strength: ``alpha`` of the hardness penalty ``alpha * stop_grad(sim)``.
-        hard_negatives: ``"shared"``: hard-negative columns are negatives for every anchor (ST's pool);
-            ``"own"``: each anchor's hard negatives count only for that anchor.
-        false_negative_margin: Exclude negatives whose similarity exceeds the row's positive similarity minus
-            this margin; ``None`` disables it.
-        false_negative_ratio: Exclude negatives whose similarity exceeds this fraction of the row's positive
-            similarity (NV-Retriever's TopK-PercPos; for a negative positive similarity ``s``, the bound is
-            ``s - (1 - ratio) * |s|``); ``None`` disables it.
-        tile_rows: Anchor rows per tile; ``None`` derives it from ``tile_elements``.
-        tile_elements: Target number of logits per tile when ``tile_rows`` is ``None``.
+        options: Every spec option by name, checked (see :meth:`of`).
+        tile_elements: Target number of logits per tile when ``tile_size`` is ``None``.
+
+    The options, as :class:`~st_mnr_plus.losses.MNRPlus` documents them: ``directions``, ``partition_mode``,
+    ``hardness_mode``, ``hardness_strength``, ``hard_negatives`` (``"shared"``: hard-negative columns are negatives
+    for every anchor; ``"own"``: each anchor's only for it), ``false_negative_margin`` and ``false_negative_ratio``
+    (for a negative positive similarity ``s`` the ratio's bound is ``s - (1 - ratio) * |s|``), ``tile_size``
+    (anchor rows per tile; ``None`` derives it from ``tile_elements``) and ``backend``.
     """
 
     local_batch: int
     offset: int = 0
-    directions: tuple[str, ...] = ("query_to_doc",)
-    partition_mode: Literal["joint", "per_direction"] = "joint"
-    hardness_mode: str | None = None
-    hardness_strength: float = 0.0
-    hard_negatives: Literal["shared", "own"] = "shared"
-    false_negative_margin: float | None = None
-    false_negative_ratio: float | None = None
-    tile_rows: int | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType(opt.checked_spec_values({})))
     tile_elements: int = DEFAULT_TILE_ELEMENTS
 
-    def __post_init__(self) -> None:
-        opt.check_positive_int(self.local_batch, "local_batch")
-        if isinstance(self.offset, bool) or not isinstance(self.offset, int) or self.offset < 0:
-            raise ValueError(f"offset must be a non-negative integer, got {self.offset!r}")
-        object.__setattr__(self, "directions", opt.check_directions(self.directions))
-        opt.check_choice(opt.PARTITION_MODES)(self.partition_mode, "partition_mode")
-        opt.check_combination(self.directions, self.partition_mode)
-        opt.check_choice(HARDNESS_MODES)(self.hardness_mode, "hardness_mode")
-        opt.check_non_negative(self.hardness_strength, "hardness_strength")
-        opt.check_choice(opt.HARD_NEGATIVES)(self.hard_negatives, "hard_negatives")
-        opt.check_optional_finite(self.false_negative_margin, "false_negative_margin")
-        opt.check_ratio(self.false_negative_ratio, "false_negative_ratio")
-        opt.check_optional_positive_int(self.tile_rows, "tile_rows")
-        opt.check_positive_int(self.tile_elements, "tile_elements")
+    @classmethod
+    def of(
+        cls, local_batch: int, offset: int = 0, *, tile_elements: int = DEFAULT_TILE_ELEMENTS, **options: Any
+    ) -> MNRSpec:
+        """A spec from option values given by name (the others at their defaults), each checked as the loss
+        checks it: the way to build one outside a loss module."""
+        opt.check_positive_int(local_batch, "local_batch")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise opt.OptionError(f"offset must be a non-negative integer, got {offset!r}")
+        opt.check_positive_int(tile_elements, "tile_elements")
+        checked = MappingProxyType(opt.checked_spec_values(options))
+        return cls(local_batch=local_batch, offset=offset, options=checked, tile_elements=tile_elements)
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for names that are not fields: the options.
+        options = self.__dict__.get("options")
+        if options is not None and name in options:
+            return options[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def penalty(self) -> tuple[str | None, float]:
@@ -175,7 +173,7 @@ def _tile_rows(pool: Pool, spec: MNRSpec) -> int:
     width = docs * (1 + ("doc_to_doc" in spec.directions)) + pool.world * (
         ("query_to_query" in spec.directions) + ("doc_to_query" in spec.directions)
     )
-    rows = spec.tile_rows or max(1, spec.tile_elements // max(width, 1))
+    rows = spec.tile_size or max(1, spec.tile_elements // max(width, 1))
     return min(rows, pool.local)
 
 

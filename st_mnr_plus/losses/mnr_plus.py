@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
+from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
@@ -20,7 +21,6 @@ from torch import Tensor, nn
 
 from st_mnr_plus.losses import options as opt
 from st_mnr_plus.losses.functional import (
-    DEFAULT_TILE_ELEMENTS,
     MNRSpec,
     diagnostics_from_stats,
     mnr_plus_loss,
@@ -79,44 +79,8 @@ def similarity_kind(similarity_fct: Callable[[Tensor, Tensor], Tensor]) -> Liter
     return None
 
 
-def check_optional_positive(value: Any, name: str) -> float | None:
-    return None if value is None else opt.check_positive(value, name)
-
-
-# The options the model card records after the scale and the similarity, in this order.
-_CONFIG_OPTIONS = (
-    "gather_across_devices",
-    "directions",
-    "partition_mode",
-    "hardness_mode",
-    "hardness_strength",
-    "mask_duplicates",
-    "false_negative_margin",
-    "false_negative_ratio",
-    "learnable_scale",
-    "max_scale",
-    "scale_learning_rate",
-    "hard_negatives",
-    "group_by_length",
-)
-
-
+@opt.declare_options("loss")
 class MNRPlus(nn.Module):
-    similarity_fct = Option(opt.check_callable)
-    gather_across_devices = Option(opt.check_bool)
-    directions = Option(opt.check_directions)
-    partition_mode = Option(opt.check_choice(opt.PARTITION_MODES))
-    hardness_mode = Option(opt.check_choice(opt.HARDNESS_MODES))
-    hardness_strength = Option(opt.check_non_negative)
-    mask_duplicates = Option(opt.check_bool)
-    false_negative_margin = Option(opt.check_optional_finite)
-    false_negative_ratio = Option(opt.check_ratio)
-    max_scale = Option(opt.check_positive)
-    scale_learning_rate = Option(check_optional_positive)
-    hard_negatives = Option(opt.check_choice(opt.HARD_NEGATIVES))
-    tile_size = Option(opt.check_optional_positive_int)
-    group_by_length = Option(opt.check_bool)
-
     def __init__(
         self,
         model: nn.Module,
@@ -140,6 +104,7 @@ class MNRPlus(nn.Module):
         hard_negatives: Literal["shared", "own"] = "shared",
         tile_size: int | None = None,
         group_by_length: bool = True,
+        backend: Literal["auto", "torch", "triton"] = "auto",
     ) -> None:
         r"""Multiple negatives ranking (InfoNCE with in-batch negatives), computed in tiles, with false-negative
         masking and an optionally learnable temperature. A drop-in for sentence-transformers'
@@ -217,6 +182,12 @@ class MNRPlus(nn.Module):
                 float rounding for less encoder work on texts of mixed length. Dropout masks are drawn per chunk,
                 so only ``group_by_length=False`` draws exactly MNRL's. Inputs that cannot be grouped
                 (StaticEmbedding, images, unpadded batches) are embedded as MNRL embeds them.
+            backend: Where the tiled loss runs: ``"torch"`` (the PyTorch tile loop, on any device), ``"triton"``
+                (the fused CUDA kernel, :mod:`st_mnr_plus.losses.kernels`; needs ``pip install
+                "st-mnr-plus[cuda]"`` and CUDA tensors, or ``TRITON_INTERPRET=1`` for Triton's interpreter on the
+                CPU) or ``"auto"`` (the kernel for CUDA tensors when triton imports and it covers the options, else
+                the PyTorch path; options it does not cover are named in one INFO line). ``loss.diagnostics``
+                says which ran.
 
         Inputs:
             +-------------------------------------------------+--------+
@@ -281,20 +252,8 @@ class MNRPlus(nn.Module):
         """
         super().__init__()
         self.model = model
-        self.similarity_fct = similarity_fct
-        self.gather_across_devices = gather_across_devices
-        self.directions = directions
-        self.partition_mode = partition_mode
-        self.hardness_mode = hardness_mode
-        self.hardness_strength = hardness_strength
-        self.mask_duplicates = mask_duplicates
-        self.false_negative_margin = false_negative_margin
-        self.false_negative_ratio = false_negative_ratio
-        self.max_scale = max_scale
-        self.scale_learning_rate = scale_learning_rate
-        self.hard_negatives = hard_negatives
-        self.tile_size = tile_size
-        self.group_by_length = group_by_length
+        # Every stored option, checked, from the arguments of the same name (declared once, in options.py).
+        opt.assign_options(self, locals(), "loss")
         if opt.check_bool(symmetric, "symmetric"):
             if self.directions != ("query_to_doc",):
                 raise ValueError(
@@ -309,7 +268,7 @@ class MNRPlus(nn.Module):
                 self.hardness_mode,
             )
         self._learnable = opt.check_bool(learnable_scale, "learnable_scale")
-        scale = opt.check_positive(scale, "scale")
+        scale = opt.check_scale(scale)
         if self._learnable:
             if scale > self.max_scale:
                 raise ValueError(
@@ -387,10 +346,10 @@ class MNRPlus(nn.Module):
             # A tensor, e.g. an nn.Parameter the user trains (MNRL multiplies by whatever its attribute holds).
             if value.numel() != 1 or not value.is_floating_point():
                 raise ValueError(f"scale must be a positive number or a one-element float tensor, got {value!r}")
-            opt.check_positive(float(value.detach()), "scale")
+            opt.check_scale(float(value.detach()))
             self._fixed_scale = value.reshape(())
             return
-        value = opt.check_positive(value, "scale")
+        value = opt.check_scale(value)
         if not self._learnable:
             self._fixed_scale = value
             return
@@ -498,11 +457,7 @@ class MNRPlus(nn.Module):
     # ---- model card ----------------------------------------------------------------------------------------
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {
-            "scale": self.scale,
-            "similarity_fct": _similarity_fct_name(self.similarity_fct),
-            **{name: getattr(self, name) for name in _CONFIG_OPTIONS},
-        }
+        return opt.card_values(self, "loss")
 
     @property
     def citation(self) -> str:
@@ -513,20 +468,8 @@ class MNRPlus(nn.Module):
 
 
 def _spec(loss: MNRPlus, batch: int, offset: int) -> MNRSpec:
-    """The options of ``loss`` that shape the computation, for a batch of ``batch`` rows at ``offset``."""
-    return MNRSpec(
-        local_batch=batch,
-        offset=offset,
-        directions=loss.directions,
-        partition_mode=loss.partition_mode,
-        hardness_mode=loss.hardness_mode,
-        hardness_strength=loss.hardness_strength,
-        hard_negatives=loss.hard_negatives,
-        false_negative_margin=loss.false_negative_margin,
-        false_negative_ratio=loss.false_negative_ratio,
-        tile_rows=loss.tile_size,
-        tile_elements=DEFAULT_TILE_ELEMENTS,
-    )
+    """The options of ``loss`` that shape the computation (checked when set), for ``batch`` rows at ``offset``."""
+    return MNRSpec(local_batch=batch, offset=offset, options=MappingProxyType(opt.spec_values(loss)))
 
 
 def _checked(embeddings: list[Tensor], row_ids: list[Tensor] | None) -> tuple[list[Tensor], list[Tensor] | None, int]:

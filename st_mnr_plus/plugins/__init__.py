@@ -7,6 +7,9 @@ A plugin is a module with ``@st_mnr_plus.hookimpl`` functions named after the ho
     my_plugin = "my_package.st_mnr_plus_plugin"
 
 The built-in components are registered by :mod:`st_mnr_plus.plugins.builtin` through the same hooks.
+:mod:`~st_mnr_plus.plugins.manager` builds the pluggy manager (built-ins, then entry points), and
+:mod:`~st_mnr_plus.plugins.registry` looks components up by kind and name through it: the only module of the
+package that calls the hooks.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Everything here is pluggy's public API: ``add_hookspecs``, ``register``, ``set_blocked``,
 ``load_setuptools_entrypoints`` and ``check_pending``. This module knows nothing of the registry built on top of
-it (:mod:`st_mnr_plus.registry`), which notices a new manager by itself.
+it (:mod:`st_mnr_plus.plugins.registry`), which notices a new manager by itself.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import threading
 
 import pluggy
 
+from st_mnr_plus.common.errors import ConfigurationError
 from st_mnr_plus.plugins import NAME, builtin, hookspecs
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ _plugin_manager: pluggy.PluginManager | None = None
 _lock = threading.Lock()
 
 
-class PluginLoadError(ImportError):
+class PluginLoadError(ConfigurationError, ImportError):
     """A third-party plugin's entry point could not be imported."""
 
 

@@ -12,26 +12,15 @@ import torch
 
 
 @pytest.mark.parametrize("output", ["pairs", "triplets"])
-def test_builder_output_trains_with_st_mnrl(tmp_path, tiny_model, snli_dev, output):
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+def test_builder_output_trains_with_st_mnrl(training_args, tiny_model, snli_dev, output):
+    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from st_mnr_plus.datasets.nli import build_nli
 
     dataset = build_nli(snli_dev, output).select(range(48))
     before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=16,
-        max_steps=3,
-        learning_rate=1e-4,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=12,
-        disable_tqdm=True,
-    )
+    args = training_args(per_device_train_batch_size=16, learning_rate=1e-4)
     loss = MultipleNegativesRankingLoss(tiny_model)
     trainer = SentenceTransformerTrainer(model=tiny_model, args=args, train_dataset=dataset, loss=loss)
     trainer.train()

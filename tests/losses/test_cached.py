@@ -309,11 +309,11 @@ def test_forward_twice_before_backward(tiny_model) -> None:
     )
 
 
-def test_equal_weights_through_trainer_with_accumulation(tiny_model, tmp_path) -> None:
+def test_equal_weights_through_trainer_with_accumulation(tiny_model, tmp_path, training_args) -> None:
     """Two optimizer steps through SentenceTransformerTrainer with gradient accumulation, learnable scale:
     the cached and uncached losses end with the same weights."""
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainer
 
     cols = columns(2, duplicates=False)
     dataset = Dataset.from_dict({"anchor": cols[0] * 2, "positive": cols[1] * 2})
@@ -324,16 +324,12 @@ def test_equal_weights_through_trainer_with_accumulation(tiny_model, tmp_path) -
             loss_fn = MNRPlus(model, learnable_scale=True)
         else:
             loss_fn = CachedMNRPlus(model, mini_batch_size=3, learnable_scale=True)
-        args = SentenceTransformerTrainingArguments(
+        args = training_args(
             output_dir=str(tmp_path / name),
             per_device_train_batch_size=5,
             gradient_accumulation_steps=2,
             max_steps=2,
             learning_rate=1e-2,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            disable_tqdm=True,
             seed=3,
             data_seed=3,
         )
@@ -368,24 +364,6 @@ def test_group_by_length_embeds_fewer_tokens_for_the_same_result(minilm64) -> No
     assert sum(widths[True]) < sum(widths[False])
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "argument"),
-    [
-        pytest.param({"mini_batch_size": 0}, "mini_batch_size", id="mini_batch_size-0"),
-        pytest.param({"mini_batch_size": -4}, "mini_batch_size", id="mini_batch_size-negative"),
-        pytest.param({"mini_batch_size": True}, "mini_batch_size", id="mini_batch_size-bool"),
-        pytest.param({"mini_batch_size": 2.5}, "mini_batch_size", id="mini_batch_size-float"),
-        pytest.param({"mini_batch_num_tokens": 0}, "mini_batch_num_tokens", id="mini_batch_num_tokens-0"),
-        pytest.param({"scale": -1.0}, "scale", id="scale-negative"),
-        pytest.param({"directions": ("doc_to_doc",)}, "directions", id="directions-without-query_to_doc"),
-        pytest.param({"hard_negatives": "mine"}, "hard_negatives", id="hard_negatives-unknown"),
-    ],
-)
-def test_bad_arguments_raise(tiny_model, kwargs: dict[str, Any], argument: str) -> None:
-    with pytest.raises(ValueError, match=argument):
-        CachedMNRPlus(tiny_model, **kwargs)
-
-
 def test_rejects_static_embedding(minilm_path) -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding
@@ -400,27 +378,3 @@ def test_needs_two_columns(tiny_model) -> None:
     loss_fn = CachedMNRPlus(tiny_model, mini_batch_size=2)
     with pytest.raises(ValueError, match="sentence_features"):
         loss_fn([tiny_model.preprocess(ANCHORS[:3])], None)
-
-
-def test_options_and_model_card(tiny_model) -> None:
-    loss_fn = CachedMNRPlus(tiny_model, 25.0, mini_batch_size=16, learnable_scale=True, false_negative_margin=0.2)
-    assert loss_fn.scale == pytest.approx(25.0)
-    assert loss_fn.temperature == pytest.approx(1 / 25.0)
-    assert loss_fn.learnable_scale is True
-    assert loss_fn.uses_gradient_cache is True
-    config = loss_fn.get_config_dict()
-    assert config["mini_batch_size"] == 16
-    assert config["false_negative_margin"] == 0.2
-    assert config["group_by_length"] is True
-    assert config["scale"] == pytest.approx(25.0)
-    assert "gao2021scaling" in loss_fn.citation
-    # The learnable scale is a parameter of the loss, so the trainer's optimizer picks it up.
-    assert [n for n, _ in loss_fn.named_parameters() if "log_scale" in n] == ["loss.log_scale_offset"]
-
-
-def test_positional_arguments_follow_st_cmnrl(tiny_model) -> None:
-    """Drop-in: CMNRL's positional order (model, scale, similarity_fct, mini_batch_size, ...)."""
-    from sentence_transformers.util import dot_score
-
-    loss_fn = CachedMNRPlus(tiny_model, 1.0, dot_score, 8)
-    assert (loss_fn.scale, loss_fn.similarity_fct, loss_fn.mini_batch_size) == (1.0, dot_score, 8)

@@ -7,7 +7,6 @@ sentence-transformers' MNRL / CMNRL survive a setting, MNRPlus / CachedMNRPlus m
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from contextlib import contextmanager
 from typing import Any
@@ -211,53 +210,6 @@ def test_a_parameter_assigned_as_scale_is_trained_like_mnrl_trains_it():
     assert grads[0] != 0
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("scale", -1.0),
-        ("scale", float("inf")),
-        ("directions", ("doc_to_query",)),
-        ("partition_mode", "both"),
-        ("hardness_mode", "hardest"),
-        ("hardness_strength", -1.0),
-        ("mask_duplicates", "no"),
-        ("gather_across_devices", 1),
-        ("false_negative_ratio", 1.5),
-        ("tile_size", 0),
-        ("mini_batch_size", 0),
-    ],
-)
-def test_an_invalid_assignment_raises_value_error_naming_the_option(tiny_model, name, value):
-    for loss_fn in (MNRPlus(None), CachedMNRPlus(tiny_model)):
-        if not hasattr(loss_fn, name):
-            continue
-        before = getattr(loss_fn, name)
-        with pytest.raises(ValueError, match=name):
-            setattr(loss_fn, name, value)
-        assert getattr(loss_fn, name) == before
-
-
-@pytest.mark.parametrize("option", ["mask_duplicates", "symmetric", "learnable_scale", "gather_across_devices"])
-def test_boolean_options_take_only_booleans(option):
-    """`MNRPlus(model, mask_duplicates="no")` used to mean True."""
-    with pytest.raises(ValueError, match=f"{option} must be True or False"):
-        MNRPlus(None, **{option: "no"})
-
-
-def test_learnable_scale_is_fixed_at_construction():
-    with pytest.raises(AttributeError):
-        MNRPlus(None).learnable_scale = True
-
-
-def test_symmetric_can_be_switched_on_and_off():
-    loss_fn = MNRPlus(None)
-    loss_fn.symmetric = True
-    assert loss_fn.directions == ("query_to_doc", "doc_to_query")
-    assert loss_fn.partition_mode == "per_direction"
-    loss_fn.symmetric = False
-    assert (loss_fn.directions, loss_fn.partition_mode) == (("query_to_doc",), "joint")
-
-
 # ---- 5. learnable scale under MatryoshkaLoss, 7. its cap -------------------------------------------------------
 
 
@@ -302,53 +254,6 @@ def test_weight_decay_pulls_the_scale_towards_its_initial_value():
 
 
 # ---- 6. non-text inputs --------------------------------------------------------------------------------------
-
-
-def test_image_only_columns_are_identified_and_equal_images_masked():
-    """mask_duplicates used to raise on a column without input_ids."""
-    generator = torch.Generator().manual_seed(0)
-    images = [torch.rand(5, 3, 4, 4, generator=generator) for _ in range(2)]
-    images[1][3] = images[1][0]  # rows 0 and 3 share a positive image
-    loss_fn = MNRPlus(None)
-    row_ids = loss_fn.row_ids([{"pixel_values": images[0]}, {"pixel_values": images[1]}])
-    assert row_ids[1][0] == row_ids[1][3]
-    assert len(set(row_ids[0].tolist())) == 5
-    embeddings = _embeddings(5, 2, seed=2)
-    embeddings[1][3] = embeddings[1][0]
-    loss_fn.compute_loss_from_embeddings(embeddings, None, row_ids=row_ids)
-    assert loss_fn.diagnostics["masked_duplicates"] == 2  # row 0's and row 3's copy of the shared positive
-
-
-def test_multimodal_rows_with_shared_placeholders_but_different_images_are_not_masked():
-    """Rows whose token ids are all image placeholders used to be masked as duplicates: the loss was exactly 0."""
-    generator = torch.Generator().manual_seed(1)
-    columns = [
-        {
-            "input_ids": torch.full((6, 5), 32000),  # the same placeholder tokens in every row
-            "attention_mask": torch.ones(6, 5, dtype=torch.long),
-            "pixel_values": torch.rand(6, 3, 4, 4, generator=generator),
-        }
-        for _ in range(2)
-    ]
-    loss_fn = MNRPlus(None)
-    embeddings = _embeddings(6, 2, seed=4)
-    actual = loss_fn.compute_loss_from_embeddings(embeddings, None, row_ids=loss_fn.row_ids(columns))
-    expected = MultipleNegativesRankingLoss(None).compute_loss_from_embeddings(embeddings, None)
-    torch.testing.assert_close(actual, expected, **F32)
-    assert loss_fn.diagnostics["masked_duplicates"] == 0
-
-
-def test_a_column_that_cannot_be_identified_is_left_unmasked_with_one_warning(caplog):
-    images = {"input_ids": torch.full((4, 3), 7), "pixel_values": torch.rand(10, 8)}  # patches flattened over rows
-    text = {"input_ids": torch.arange(12).reshape(4, 3)}
-    loss_fn = MNRPlus(None)
-    embeddings = _embeddings(4, 2, seed=5)
-    with caplog.at_level(logging.WARNING, logger="st_mnr_plus.losses.mnr_plus"):
-        for _ in range(2):
-            actual = loss_fn.compute_loss_from_embeddings(embeddings, None, row_ids=loss_fn.row_ids([text, images]))
-    assert caplog.text.count("cannot identify the rows of input column 1") == 1
-    expected = MultipleNegativesRankingLoss(None).compute_loss_from_embeddings(embeddings, None)
-    torch.testing.assert_close(actual, expected, **F32)
 
 
 # ---- 8. NaN edge -----------------------------------------------------------------------------------------------

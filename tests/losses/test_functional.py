@@ -315,7 +315,7 @@ def test_duplicate_positive_is_a_negative_for_mnrl_but_masked_for_mnr_plus():
 def test_gradcheck_fused_function(spec_kwargs, similarity):
     generator = torch.Generator().manual_seed(7)
     batch, negatives = 5, 1
-    spec = MNRSpec(**{"local_batch": batch, "tile_rows": 2, **spec_kwargs})
+    spec = MNRSpec.of(**{"local_batch": batch, "tile_size": 2, **spec_kwargs})
     queries = torch.randn(batch, 6, generator=generator, dtype=torch.float64, requires_grad=True)
     candidates = torch.randn(batch * (1 + negatives), 6, generator=generator, dtype=torch.float64, requires_grad=True)
     scale = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
@@ -333,7 +333,7 @@ def test_gradcheck_fused_function(spec_kwargs, similarity):
 def test_gradients_follow_the_incoming_gradient(similarity):
     # Backward hands the gradients computed in forward straight back for an incoming gradient of 1 (the
     # loss's own backward()) and scales them otherwise (gradient accumulation, AMP's loss scaling).
-    spec = MNRSpec(local_batch=6, tile_rows=4, directions=("query_to_doc", "doc_to_query"))
+    spec = MNRSpec.of(local_batch=6, tile_size=4, directions=("query_to_doc", "doc_to_query"))
     inputs = _embeddings(6, 2, dtype=torch.float64, seed=5)
     scale = torch.tensor(5.0, dtype=torch.float64)
     grads = {}
@@ -392,7 +392,9 @@ def test_no_grad_forward_gives_the_same_loss():
 def test_plain_path_masks_like_the_tiled_path():
     embeddings = _embeddings(6, 3, dtype=torch.float64, seed=12)
     embeddings[1][3] = embeddings[1][0]
-    spec = MNRSpec(local_batch=6, directions=DIRECTION_SETS["all4"], false_negative_margin=0.05, hard_negatives="own")
+    spec = MNRSpec.of(
+        local_batch=6, directions=DIRECTION_SETS["all4"], false_negative_margin=0.05, hard_negatives="own"
+    )
     hashes = (torch.arange(6), torch.tensor([0, 1, 2, 0, 4, 5, 6, 7, 8, 9, 10, 11]) + 100)
     queries = torch.nn.functional.normalize(embeddings[0], dim=1)
     candidates = torch.nn.functional.normalize(torch.cat(embeddings[1:]), dim=1)
@@ -434,29 +436,6 @@ def test_diagnostics_of_a_single_pair_have_no_hardest_negative():
 
 
 # ---- row hashes ------------------------------------------------------------------------------------------------
-
-
-def test_row_hashes_ignore_padding_and_tell_texts_apart():
-    right = {
-        "input_ids": torch.tensor([[101, 7, 8, 102, 0, 0], [101, 7, 9, 102, 0, 0], [101, 7, 8, 9, 102, 0]]),
-        "attention_mask": torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0]]),
-    }
-    narrow = {"input_ids": torch.tensor([[101, 7, 8, 102]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
-    left = {"input_ids": torch.tensor([[0, 0, 101, 7, 8, 102]]), "attention_mask": torch.tensor([[0, 0, 1, 1, 1, 1]])}
-    h = row_hashes(right)
-    assert h.dtype == torch.int64
-    assert h.shape == (3,)
-    assert len(set(h.tolist())) == 3
-    assert row_hashes(narrow).item() == h[0].item()
-    assert row_hashes(left).item() == h[0].item()
-    assert (h >= 0).all()
-
-
-def test_row_hashes_of_flat_embedding_bag_inputs():
-    flat = {"input_ids": torch.tensor([5, 6, 7, 5, 6, 7, 5]), "offsets": torch.tensor([0, 3, 6])}
-    h = row_hashes(flat)
-    assert h[0] == h[1]
-    assert h[0] != h[2]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import json
 
 import pytest
 import torch
-from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from sentence_transformers.util import cos_sim
 
@@ -129,24 +129,16 @@ def test_duplicated_positive_counts_for_mnrl_and_is_masked_by_mnr_plus_despite_d
     ("output", "hard_negatives"), [("pairs", "shared"), pytest.param("triplets", "own", id="triplets-own")]
 )
 def test_trainer_trains_the_model_and_the_learnable_scale_and_the_card_names_mnr_plus(
-    tiny_model, snli_dev, tmp_path, output, hard_negatives
+    tiny_model, snli_dev, training_args, tmp_path, output, hard_negatives
 ):
     """Mechanics on the tiny model: build_nli's columns -> MNRPlus -> SentenceTransformerTrainer."""
     dataset = build_nli(snli_dev, output).select(range(24))
     before = {name: p.detach().clone() for name, p in tiny_model.named_parameters()}
     loss = MNRPlus(tiny_model, learnable_scale=True, hard_negatives=hard_negatives)
-    arguments = SentenceTransformerTrainingArguments(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        max_steps=3,
+    arguments = training_args(
         learning_rate=5e-4,
         # The learnable scale is trained by the trainer's optimizer; its own rate moves it measurably in 3 steps.
         learning_rate_mapping={r"log_scale_offset": 0.05},
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
         seed=0,
         data_seed=0,
     )

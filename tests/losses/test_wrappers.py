@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from sentence_transformers.base.modules import Router
 from sentence_transformers.sentence_transformer.losses import (
     AdaptiveLayerLoss,
@@ -52,19 +52,17 @@ def _pairs(offset: int = 0) -> Dataset:
     )
 
 
-def _train(model, make_loss: Callable, train_dataset, tmp_path: Path, **args) -> dict[str, torch.Tensor]:
+def _train(
+    model, make_loss: Callable, train_dataset, make_args: Callable, tmp_path: Path, **args
+) -> dict[str, torch.Tensor]:
     loss = make_loss(model)
-    arguments = SentenceTransformerTrainingArguments(
+    arguments = make_args(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
-        max_steps=3,
         learning_rate=0.5,
         optim="sgd",
         lr_scheduler_type="constant",
         seed=3,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
         **args,
     )
     trainer = SentenceTransformerTrainer(model=model, args=arguments, train_dataset=train_dataset, loss=loss)
@@ -80,12 +78,14 @@ def _assert_same_weights(actual: dict[str, torch.Tensor], expected: dict[str, to
         torch.testing.assert_close(actual[name], value, **WEIGHTS, msg=lambda m, name=name: f"{name}: {m}")
 
 
-def _compare(tiny_model, tmp_path, ours: Callable, theirs: Callable, dataset=None, **args) -> None:
+def _compare(
+    tiny_model, make_args: Callable, tmp_path, ours: Callable, theirs: Callable, dataset=None, **args
+) -> None:
     start_model = _no_dropout(tiny_model)
     start = {name: p.detach().clone() for name, p in start_model.named_parameters()}
     dataset = _pairs() if dataset is None else dataset
-    expected = _train(copy.deepcopy(start_model), theirs, dataset, tmp_path / "theirs", **args)
-    actual = _train(copy.deepcopy(start_model), ours, dataset, tmp_path / "ours", **args)
+    expected = _train(copy.deepcopy(start_model), theirs, dataset, make_args, tmp_path / "theirs", **args)
+    actual = _train(copy.deepcopy(start_model), ours, dataset, make_args, tmp_path / "ours", **args)
     _assert_same_weights(actual, expected, start)
 
 
@@ -109,38 +109,39 @@ def _pick(pair: Callable, which: int, wrap: Callable = lambda model, loss: loss)
 
 
 @pytest.mark.parametrize("pair", [_plain, _cached], ids=["plain", "cached"])
-def test_inside_matryoshka_loss(tiny_model, tmp_path, pair):
+def test_inside_matryoshka_loss(tiny_model, training_args, tmp_path, pair):
     def wrap(model, loss):
         return MatryoshkaLoss(model, loss, [32, 16, 8], [1.0, 0.5, 0.25])
 
-    _compare(tiny_model, tmp_path, _pick(pair, 0, wrap), _pick(pair, 1, wrap))
+    _compare(tiny_model, training_args, tmp_path, _pick(pair, 0, wrap), _pick(pair, 1, wrap))
 
 
-def test_inside_adaptive_layer_loss(tiny_model, tmp_path):
+def test_inside_adaptive_layer_loss(tiny_model, training_args, tmp_path):
     # AdaptiveLayerLoss draws its layers from Python's random, which the trainer seeds: the same draws for both.
     def wrap(model, loss):
         return AdaptiveLayerLoss(model, loss, n_layers_per_step=1)
 
-    _compare(tiny_model, tmp_path, _pick(_plain, 0, wrap), _pick(_plain, 1, wrap))
+    _compare(tiny_model, training_args, tmp_path, _pick(_plain, 0, wrap), _pick(_plain, 1, wrap))
 
 
 @pytest.mark.parametrize("pair", [_plain, _cached], ids=["plain", "cached"])
-def test_as_a_dict_of_losses_over_several_datasets(tiny_model, tmp_path, pair):
+def test_as_a_dict_of_losses_over_several_datasets(tiny_model, training_args, tmp_path, pair):
     datasets = DatasetDict({"first": _pairs(0).select(range(8)), "second": _pairs(8).select(range(8))})
 
     def losses(which: int) -> Callable:
         return lambda model: {name: pair(model)[which] for name in datasets}
 
-    _compare(tiny_model, tmp_path, losses(0), losses(1), dataset=datasets)
+    _compare(tiny_model, training_args, tmp_path, losses(0), losses(1), dataset=datasets)
 
 
-def test_with_a_router_and_prompts(tiny_model, tmp_path):
+def test_with_a_router_and_prompts(tiny_model, training_args, tmp_path):
     query = [copy.deepcopy(module) for module in tiny_model]
     document = [copy.deepcopy(module) for module in tiny_model]
     routed = SentenceTransformer(modules=[Router.for_query_document(query, document)], device="cpu")
     routed.model_card_data.generate_widget_examples = False
     _compare(
         routed,
+        training_args,
         tmp_path,
         MNRPlus,
         MultipleNegativesRankingLoss,
@@ -152,7 +153,7 @@ def test_with_a_router_and_prompts(tiny_model, tmp_path):
 # fit() builds its own trainer arguments, pin_memory included, which torch warns about on a CPU-only machine.
 @pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")
 @pytest.mark.parametrize("method", ["fit", "old_fit"])
-def test_through_model_fit(tiny_model, tmp_path, method):
+def test_through_model_fit(tiny_model, training_args, tmp_path, method):
     """``fit`` (the trainer underneath) and the legacy ``old_fit`` loop, the latter with ``use_amp``."""
     from sentence_transformers.sentence_transformer.readers import InputExample
     from torch.utils.data import DataLoader

@@ -80,15 +80,13 @@ def test_the_rows_in_extra_batches_change_between_epochs() -> None:
     assert len(extra[1] - extra[0]) == 30
 
 
-def test_trainer_evaluates_every_row(tiny_model, tmp_path) -> None:
+def test_trainer_evaluates_every_row(tiny_model, training_args) -> None:
     """An eval set run through the trainer's batch sampler is scored on all its rows."""
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     dataset = Dataset.from_dict(crowded_pairs())
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(tmp_path), per_device_eval_batch_size=BATCH, batch_sampler=NoDuplicatesSampler, use_cpu=True
-    )
+    args = training_args(per_device_eval_batch_size=BATCH, batch_sampler=NoDuplicatesSampler)
     trainer = SentenceTransformerTrainer(
         model=tiny_model, args=args, eval_dataset=dataset, loss=MultipleNegativesRankingLoss(tiny_model)
     )

@@ -12,8 +12,9 @@ import torch
 from datasets import Dataset
 from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
 
-from st_mnr_plus._sampling import Placement, encode_duplicates, text_hashes
 from st_mnr_plus.sampler import NoDuplicatesSampler
+from st_mnr_plus.sampler.index import encode_duplicates, text_hashes
+from st_mnr_plus.sampler.layout import Placement
 from tests.sampler._helpers import duplicated_columns, duplicates_in, row_texts, st_value_sets
 
 
@@ -239,7 +240,7 @@ def test_exhausted_repair_falls_back_to_a_valid_reshuffled_layout(
     def exhausted(index, rows, sizes, rng, **kwargs):
         return Placement(np.asarray(rows, dtype=np.int32), sizes, np.asarray(rows[:1], dtype=np.int64))
 
-    monkeypatch.setattr("st_mnr_plus._sampling.place_rows", exhausted)
+    monkeypatch.setattr("st_mnr_plus.sampler.layout.place_rows", exhausted)
     epochs = []
     for epoch in (1, 2):  # epoch 0 reuses the layout drawn at construction
         sampler.set_epoch(epoch)
@@ -325,7 +326,7 @@ def test_text_hashes_equal_exactly_for_equal_texts() -> None:
 
 def test_text_hashes_same_on_any_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     # Blocks of 1,000 texts: chunks cut mid-way, and a last short block, hashed by 1 or 3 threads.
-    monkeypatch.setattr("st_mnr_plus._sampling._HASH_BLOCK", 1000)
+    monkeypatch.setattr("st_mnr_plus.sampler.index._HASH_BLOCK", 1000)
     rng = np.random.default_rng(0)
     texts = ["x" * int(n) + str(i) for i, n in enumerate(rng.integers(0, 100, size=5500))]
     column = pa.chunked_array([pa.array(texts[:2500]), pa.array(texts[2500:])])
@@ -336,7 +337,7 @@ def test_text_hashes_same_on_any_number_of_threads(monkeypatch: pytest.MonkeyPat
 
 def test_hashing_threads_follow_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     # torch.get_num_threads() follows OMP_NUM_THREADS (torchrun sets 1 per process) and torch.set_num_threads.
-    import st_mnr_plus._sampling as sampling
+    import st_mnr_plus.sampler.index as sampling
 
     monkeypatch.setattr(sampling, "_HASH_BLOCK", 2)
     pools = []
@@ -377,7 +378,7 @@ def test_equal_hashes_of_different_texts_never_merge_them(monkeypatch: pytest.Mo
     table = pa.table(data)
     exact = encode_duplicates(table, list(data), normalize)
     monkeypatch.setattr(
-        "st_mnr_plus._sampling._hash_chunks", lambda chunks: np.zeros(sum(len(c) for c in chunks), dtype=np.uint64)
+        "st_mnr_plus.sampler.index._hash_chunks", lambda chunks: np.zeros(sum(len(c) for c in chunks), dtype=np.uint64)
     )
     colliding = encode_duplicates(table, list(data), normalize)
     # The same texts, numbered in another order: compare with ids renumbered by first appearance.

@@ -40,8 +40,8 @@ class RecordingSampler(NoDuplicatesSampler):
             yield batch
 
 
-def test_trains_minilm_with_the_sampler_class_as_batch_sampler(tmp_path, minilm, snli_dev) -> None:
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+def test_trains_minilm_with_the_sampler_class_as_batch_sampler(training_args, minilm, snli_dev) -> None:
+    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     data = snli_entailment_pairs(snli_dev, 48)
@@ -50,19 +50,7 @@ def test_trains_minilm_with_the_sampler_class_as_batch_sampler(tmp_path, minilm,
     dataset = Dataset.from_dict(data)
     minilm.max_seq_length = 32
     before = {n: p.detach().clone() for n, p in minilm.named_parameters()}
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        max_steps=3,
-        learning_rate=1e-4,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=12,
-        disable_tqdm=True,
-        batch_sampler=RecordingSampler,
-    )
+    args = training_args(learning_rate=1e-4, batch_sampler=RecordingSampler)
     RecordingSampler.drawn = []
     trainer = SentenceTransformerTrainer(
         model=minilm, args=args, train_dataset=dataset, loss=MultipleNegativesRankingLoss(minilm)

@@ -10,8 +10,8 @@ import torch
 from datasets import Dataset
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-from st_mnr_plus._sampling import value_key
 from st_mnr_plus.sampler import NoDuplicatesSampler
+from st_mnr_plus.sampler.index import value_key
 from tests.sampler._helpers import duplicates_in, row_texts
 
 Image = pytest.importorskip("PIL.Image")

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
-from st_mnr_plus._sampling import DuplicateIndex, EpochLayouts, as_arrow_table, encode_duplicates
+from st_mnr_plus.sampler.index import DuplicateIndex, as_arrow_table, encode_duplicates
+from st_mnr_plus.sampler.layout import EpochLayouts
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class NoDuplicatesSampler(DefaultBatchSampler):
 
     **Values.** Strings are compared exactly (or normalised, see ``normalize``); a null is the text ``"None"``,
     as sentence-transformers compares ``str(None)``. Other values (numbers, lists, images, audio) are compared
-    by :func:`st_mnr_plus._sampling.value_key`: ``str()`` for plain values, a digest of the content otherwise
+    by :func:`st_mnr_plus.sampler.index.value_key`: ``str()`` for plain values, a digest of the content otherwise
     (an image or audio column by its stored bytes).
 
     Args:

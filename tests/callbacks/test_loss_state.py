@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformerTrainer
 from transformers import TrainerCallback
 
 from st_mnr_plus import MNRPlus
@@ -33,18 +33,17 @@ def _pairs(rows: int = 64) -> Dataset:
     )
 
 
-def _trainer(model, output_dir: Path, *, stop_at: int | None = None, **loss_kwargs):
+def _trainer(model, make_args, output_dir: Path, *, stop_at: int | None = None, **loss_kwargs):
     loss = MNRPlus(model, learnable_scale=True, **loss_kwargs)
-    args = SentenceTransformerTrainingArguments(
+    args = make_args(
         output_dir=str(output_dir),
-        per_device_train_batch_size=8,
         max_steps=8,
+        save_strategy="steps",
         save_steps=4,
         learning_rate=5e-2,
         seed=7,
-        report_to="none",
         logging_steps=100,
-        use_cpu=True,
+        disable_tqdm=False,
     )
     callbacks = [_StopAt(stop_at)] if stop_at else None
     trainer = SentenceTransformerTrainer(
@@ -54,17 +53,17 @@ def _trainer(model, output_dir: Path, *, stop_at: int | None = None, **loss_kwar
     return trainer, loss
 
 
-def test_resumed_run_continues_the_learnable_scale(tiny_model, tmp_path):
+def test_resumed_run_continues_the_learnable_scale(tiny_model, training_args, tmp_path):
     fresh = copy.deepcopy(tiny_model)
-    whole, whole_loss = _trainer(copy.deepcopy(fresh), tmp_path / "whole")
+    whole, whole_loss = _trainer(copy.deepcopy(fresh), training_args, tmp_path / "whole")
     whole.train()
 
-    first, first_loss = _trainer(copy.deepcopy(fresh), tmp_path / "split", stop_at=4)
+    first, first_loss = _trainer(copy.deepcopy(fresh), training_args, tmp_path / "split", stop_at=4)
     first.train()
     assert (tmp_path / "split" / "checkpoint-4" / LOSS_STATE_FILE).is_file()
     scale_at_4 = first_loss.scale
 
-    second, second_loss = _trainer(copy.deepcopy(fresh), tmp_path / "split")
+    second, second_loss = _trainer(copy.deepcopy(fresh), training_args, tmp_path / "split")
     assert second_loss.scale == pytest.approx(20.0)
     second.train(resume_from_checkpoint=str(tmp_path / "split" / "checkpoint-4"))
 
@@ -72,11 +71,11 @@ def test_resumed_run_continues_the_learnable_scale(tiny_model, tmp_path):
     torch.testing.assert_close(second_loss.scale, whole_loss.scale, rtol=1e-5, atol=1e-6)
 
 
-def test_without_a_saved_state_resume_warns(tiny_model, tmp_path, caplog):
-    first, _ = _trainer(copy.deepcopy(tiny_model), tmp_path, stop_at=4)
+def test_without_a_saved_state_resume_warns(tiny_model, training_args, tmp_path, caplog):
+    first, _ = _trainer(copy.deepcopy(tiny_model), training_args, tmp_path, stop_at=4)
     first.train()
     (tmp_path / "checkpoint-4" / LOSS_STATE_FILE).unlink()
-    second, _ = _trainer(copy.deepcopy(tiny_model), tmp_path)
+    second, _ = _trainer(copy.deepcopy(tiny_model), training_args, tmp_path)
     with caplog.at_level("WARNING"):
         second.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
     assert "no loss_state.pt was found" in caplog.text
@@ -90,7 +89,7 @@ def test_loss_own_parameters_leave_the_model_out(tiny_model):
     assert loss_own_parameters(MNRPlus(tiny_model)) == {}
 
 
-def test_load_refuses_a_state_of_another_loss(tiny_model, tmp_path):
+def test_load_refuses_a_state_of_another_loss(tiny_model, training_args, tmp_path):
     LossStateCallback(MNRPlus(tiny_model, learnable_scale=True)).save(tmp_path)
     other = torch.nn.Module()
     other.weight = torch.nn.Parameter(torch.zeros(2))
@@ -103,17 +102,9 @@ def test_rejects_what_is_not_a_loss():
         LossStateCallback("mnr_plus")
 
 
-def _one_step(model, loss, output_dir: Path, **args) -> SentenceTransformerTrainer:
-    arguments = SentenceTransformerTrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=8,
-        max_steps=1,
-        learning_rate=5e-2,
-        weight_decay=0.5,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        **args,
+def _one_step(model, loss, make_args, output_dir: Path, **args) -> SentenceTransformerTrainer:
+    arguments = make_args(
+        output_dir=str(output_dir), max_steps=1, learning_rate=5e-2, weight_decay=0.5, logging_steps=500, **args
     )
     data = _pairs(16)
     train = {name: data for name in loss} if isinstance(loss, dict) else data
@@ -127,9 +118,9 @@ def _group_of(optimizer: torch.optim.Optimizer, parameter: torch.nn.Parameter) -
     return next(group for group in optimizer.param_groups if any(p is parameter for p in group["params"]))
 
 
-def test_the_scale_gets_its_own_rate_and_no_weight_decay(tiny_model, tmp_path):
+def test_the_scale_gets_its_own_rate_and_no_weight_decay(tiny_model, training_args, tmp_path):
     loss = MNRPlus(tiny_model, learnable_scale=True)  # scale_learning_rate defaults to 1e-3
-    trainer = _one_step(tiny_model, loss, tmp_path)
+    trainer = _one_step(tiny_model, loss, training_args, tmp_path)
     scale_group = _group_of(trainer.optimizer, loss.log_scale_offset)
     assert scale_group["initial_lr"] == pytest.approx(1e-3)
     assert scale_group["weight_decay"] == 0.0
@@ -139,16 +130,16 @@ def test_the_scale_gets_its_own_rate_and_no_weight_decay(tiny_model, tmp_path):
     assert model_group["weight_decay"] == 0.5
 
 
-def test_without_its_own_rate_the_scale_trains_like_the_model(tiny_model, tmp_path):
+def test_without_its_own_rate_the_scale_trains_like_the_model(tiny_model, training_args, tmp_path):
     loss = MNRPlus(tiny_model, learnable_scale=True, scale_learning_rate=None)
-    trainer = _one_step(tiny_model, loss, tmp_path)
+    trainer = _one_step(tiny_model, loss, training_args, tmp_path)
     assert trainer.args.learning_rate_mapping == {}
     group = _group_of(trainer.optimizer, loss.log_scale_offset)
     assert group["initial_lr"] == pytest.approx(5e-2)
     assert group["weight_decay"] == 0.5
 
 
-def test_wrapped_and_several_losses_get_the_rate(tiny_model, tmp_path):
+def test_wrapped_and_several_losses_get_the_rate(tiny_model, training_args, tmp_path):
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
     inner = MNRPlus(tiny_model, learnable_scale=True, scale_learning_rate=2e-3)
@@ -159,7 +150,7 @@ def test_wrapped_and_several_losses_get_the_rate(tiny_model, tmp_path):
         r"^(nli\.loss\.log_scale_offset)$": 2e-3,
         r"^(sts\.log_scale_offset)$": 4e-3,
     }
-    trainer = _one_step(tiny_model, {"nli": wrapped, "sts": other}, tmp_path)
+    trainer = _one_step(tiny_model, {"nli": wrapped, "sts": other}, training_args, tmp_path)
     for loss, rate in ((inner, 2e-3), (other, 4e-3)):
         group = _group_of(trainer.optimizer, loss.log_scale_offset)
         assert (group["initial_lr"], group["weight_decay"]) == (pytest.approx(rate), 0.0)

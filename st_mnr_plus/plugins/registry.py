@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 
 import pluggy
 
+from st_mnr_plus.common.errors import ConfigurationError
 from st_mnr_plus.plugins.manager import get_plugin_manager
 
 Kind = Literal["loss", "batch_sampler", "dataset_builder", "evaluator", "callback"]
@@ -39,7 +40,7 @@ _cache: tuple[pluggy.PluginManager | None, dict[str, Table]] = (None, {})
 _lock = threading.Lock()
 
 
-class UnknownComponentError(KeyError):
+class UnknownComponentError(ConfigurationError, KeyError):
     """No component of that kind is registered under that name."""
 
     def __str__(self) -> str:
@@ -47,7 +48,7 @@ class UnknownComponentError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class DuplicateComponentError(ValueError):
+class DuplicateComponentError(ConfigurationError):
     """Two plugins registered the same name under one kind."""
 
 

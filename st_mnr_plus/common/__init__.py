@@ -1,0 +1,12 @@
+"""What every part of the package shares and nothing else: the one base class of the errors a user must fix
+(:mod:`.errors`) and the one rule that tells a local path from a hub id (:mod:`.sources`).
+
+It imports nothing from the rest of the package, so any module may import it.
+"""
+
+from __future__ import annotations
+
+from st_mnr_plus.common.errors import ConfigurationError, SourceNotFoundError
+from st_mnr_plus.common.sources import is_local_path
+
+__all__ = ["ConfigurationError", "SourceNotFoundError", "is_local_path"]
