@@ -53,6 +53,45 @@ def _cmd_components(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# st-mnr-plus kernels
+
+
+def _architectures(text: str) -> list[int]:
+    """``"80,90"`` (or ``"sm_80,sm_90"``) -> ``[80, 90]``."""
+    archs = []
+    for item in text.split(","):
+        digits = item.strip().lower().removeprefix("sm_")
+        if not digits.isdigit():
+            raise argparse.ArgumentTypeError(f"expected compute capabilities such as 80,90, got {text!r}")
+        archs.append(int(digits))
+    return archs
+
+
+def _cmd_kernels(args: argparse.Namespace) -> int:
+    from st_mnr_plus.losses.functional import triton_available
+
+    if not triton_available():
+        raise ConfigurationError('st-mnr-plus kernels needs triton: pip install "st-mnr-plus[cuda]"')
+    from st_mnr_plus.losses import kernel_build
+
+    return 1 if kernel_build.check(args.arch, args.processes) else 0
+
+
+def add_kernels_parser(sub: argparse._SubParsersAction) -> None:
+    kernels = sub.add_parser(
+        "kernels",
+        help="Compile every configuration of the fused CUDA kernels for named GPUs (no GPU needed) and print "
+        "registers, spills and shared memory; exit 1 if one fails, spills or needs too much shared memory.",
+    )
+    kernels.add_argument(
+        "--arch", type=_architectures, default=[80, 90], metavar="CC[,CC...]",
+        help="compute capabilities, e.g. 80 (A100), 86, 89 (L4, RTX 4090), 90 (H100, H200) (default: 80,90)",
+    )  # fmt: skip
+    kernels.add_argument("--processes", type=int, default=None, help="compiler processes (default: one per core)")
+    kernels.set_defaults(func=_cmd_kernels)
+
+
 def add_components_parser(sub: argparse._SubParsersAction) -> None:
     components = sub.add_parser("components", help="List the registered components (built-in and plugins).")
     components.add_argument("kind", nargs="?", choices=registry.KINDS)
@@ -300,6 +339,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     options, training_args = parse_train_args(args.train_args)
     summary = run_recipe(options, training_args)
+    if summary.get("process_index", 0) != 0:
+        return 0  # under torchrun every process runs the recipe; the main one reports it
     print(format_summary(summary))
     if options.dry_run:
         print(json.dumps({k: v for k, v in summary.items() if k != "arguments"}, indent=2, default=str))
@@ -369,9 +410,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"would run  {summary['planned_steps']} steps")
     else:
         sps = summary.get("train_samples_per_second") or float("nan")
+        world = summary.get("world_size") or 1
         runtime = summary.get("train_runtime_s") or float("nan")
         lines.append(
-            f"training   {summary['steps']} steps in {runtime:.1f} s, {sps:.1f} samples/s, final loss "
+            f"training   {summary['steps']} steps in {runtime:.1f} s, {sps:.1f} samples/s"
+            + (f" over {world} processes" if world > 1 else "")
+            + ", final loss "
             f"{summary.get('train_loss') or float('nan'):.4f}"
         )
         for key, before in summary["scores_before"].items():
@@ -412,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_components_parser(sub)
     bench_cli.add_parser(sub)
+    add_kernels_parser(sub)
     return parser
 
 

@@ -15,6 +15,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("WANDB_DISABLED", "true")
+# Triton decides when a kernel module is imported whether its kernels run in its interpreter. Without a GPU the
+# tests run them there, on CPU tensors; TRITON_INTERPRET=0 keeps them compiled (the CUDA tests on a GPU machine).
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    os.environ["TRITON_INTERPRET"] = "0" if torch.cuda.is_available() else "1"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the package ships (STSb, SNLI dev and test) and what only the repository holds (SICK: CC BY-NC-SA, kept

@@ -320,7 +320,10 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
     # ---- model card -----------------------------------------------------------------------------------------
 
     def get_config_dict(self) -> dict[str, Any]:
-        return opt.card_values(self, "cache")
+        config = opt.card_values(self, "cache")
+        if self.loss.backend_used is not None:  # what the last loss stage ran on, for the model card
+            config["backend_used"] = self.loss.backend_used.name
+        return config
 
     @property
     def citation(self) -> str:

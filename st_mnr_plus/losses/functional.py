@@ -20,12 +20,16 @@ each input's dtype once, at the end: float16 embeddings under a GradScaler get f
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from st_mnr_plus.losses import options as opt
@@ -47,11 +51,15 @@ from st_mnr_plus.losses.ops import (
 )
 from st_mnr_plus.losses.options import DIRECTIONS, HARDNESS_MODES
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "DIRECTIONS",
     "HARDNESS_MODES",
     "STAT_NAMES",
+    "Backend",
     "MNRSpec",
+    "choose_backend",
     "diagnostics_from_stats",
     "mnr_plus_loss",
     "plain_mnr_loss",
@@ -120,6 +128,83 @@ class MNRSpec:
         """d loss / d normaliser of one row: ``1/L``, over the number of directions when they are averaged."""
         per_direction = len(self.directions) if self.partition_mode == "per_direction" else 1
         return 1.0 / (self.local_batch * per_direction)
+
+
+# ---- which path computes it -------------------------------------------------------------------------------------
+
+#: Input dtypes the fused kernels read (float64 stays on the PyTorch path).
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_LOGGED_FALLBACKS: set[str] = set()
+
+
+class Backend(NamedTuple):
+    """The path a forward takes: ``"torch"`` (the tile loop) or ``"triton"`` (the fused kernels), and why the
+    kernels were not taken under ``backend="auto"`` (``None`` when they were, or were not asked for)."""
+
+    name: Literal["torch", "triton"]
+    reason: str | None = None
+
+
+def triton_available() -> bool:
+    """Whether ``triton`` is installed (``pip install "st-mnr-plus[cuda]"``); it is not imported here."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _kernel_gaps(spec: MNRSpec, dtype: torch.dtype, similarity: str | None) -> list[str]:
+    """What keeps the kernels from this call: options they do not compute, a similarity or dtype they lack."""
+    gaps = opt.kernel_fallbacks(spec.options)
+    if similarity is None:
+        gaps.append("similarity_fct (neither cosine nor dot product)")
+    if dtype not in KERNEL_DTYPES:
+        gaps.append(f"dtype {dtype}")
+    return gaps
+
+
+def choose_backend(spec: MNRSpec, device: torch.device | str, dtype: torch.dtype, similarity: str | None) -> Backend:
+    """Where :func:`mnr_plus_loss` runs, by ``spec.backend``: ``"torch"``; ``"triton"`` (or a clear error); or
+    ``"auto"``: the kernels for CUDA tensors when triton is installed and they cover the options, else the
+    PyTorch path (on CUDA with triton installed, an options gap is logged once at INFO, naming the options).
+
+    Args:
+        spec: The computation's options.
+        device: The embeddings' device.
+        dtype: The embeddings' dtype.
+        similarity: ``"cos"``, ``"dot"``, or ``None`` for another similarity function (the plain path).
+
+    Raises:
+        OptionError: ``backend="triton"`` where the kernels cannot run: triton missing, CPU tensors without
+            ``TRITON_INTERPRET=1``, or options, a similarity or a dtype they do not compute.
+    """
+    if spec.backend == "torch":
+        return Backend("torch")
+    device_type = torch.device(device).type
+    gaps = _kernel_gaps(spec, dtype, similarity)
+    if spec.backend == "triton":
+        if not triton_available():
+            raise opt.OptionError('backend="triton" needs triton: pip install "st-mnr-plus[cuda]"')
+        if device_type != "cuda" and not _interpreter_on():
+            raise opt.OptionError(
+                f'backend="triton" runs on CUDA tensors, got {device_type} ones; on the CPU only in '
+                "Triton's interpreter (TRITON_INTERPRET=1 set before the first forward)"
+            )
+        if gaps:
+            raise opt.OptionError(f'backend="triton" does not compute {", ".join(gaps)}: use backend="auto"')
+        return Backend("triton")
+    if device_type != "cuda":
+        return Backend("torch", f"{device_type} tensors")
+    if not triton_available():
+        return Backend("torch", 'triton is not installed (pip install "st-mnr-plus[cuda]")')
+    if gaps:
+        reason = f"the fused kernel does not compute {', '.join(gaps)}"
+        if reason not in _LOGGED_FALLBACKS:
+            _LOGGED_FALLBACKS.add(reason)
+            logger.info("MNRPlus runs on the PyTorch path: %s.", reason)
+        return Backend("torch", reason)
+    return Backend("triton")
 
 
 # ---- the pieces the two passes share ---------------------------------------------------------------------------
@@ -424,15 +509,40 @@ def mnr_plus_loss(
     similarity: Literal["cos", "dot"] = "cos",
     query_ids: Tensor | None = None,
     candidate_ids: Tensor | None = None,
+    backend: Literal["torch", "triton"] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """:func:`tiled_mnr_loss` on cosine or dot-product similarity.
+    """:func:`tiled_mnr_loss` on cosine or dot-product similarity, on the PyTorch path or the fused kernels.
 
     Embeddings in float16/bfloat16 are accepted, also under autocast: logits and accumulation are float32 and the
-    gradients flow back in the input dtype.
+    gradients flow back in the input dtype. ``backend`` is the path (``None``: :func:`choose_backend` picks it
+    from ``spec.backend``); both give the same loss, statistics and gradients, up to float rounding (the kernels
+    read bfloat16/float16 embeddings as they are, the PyTorch path in float32).
     """
     if similarity not in ("cos", "dot"):
         raise ValueError(f"similarity must be 'cos' or 'dot', got {similarity!r}")
+    if backend is None:
+        backend = choose_backend(spec, queries.device, queries.dtype, similarity).name
+    if backend == "triton":
+        return _fused_loss(queries, candidates, scale, spec, query_ids, candidate_ids, similarity == "cos")
     return tiled_mnr_loss(queries, candidates, scale, spec, query_ids, candidate_ids, normalize=similarity == "cos")
+
+
+def _fused_loss(queries, candidates, scale, spec, query_ids, candidate_ids, normalize: bool) -> tuple[Tensor, Tensor]:
+    """The loss on the fused kernels (:mod:`.fused`): normalised here, under autograd, in float32, then read by
+    the kernels in the embeddings' dtype (bfloat16/float16 on the tensor cores, float32 accumulation)."""
+    from st_mnr_plus.losses.fused import fused_mnr_loss  # imports triton
+
+    ids = _check_inputs(queries, candidates, spec, query_ids, candidate_ids)
+    with torch.autocast(device_type=queries.device.type, enabled=False):
+        dtype = torch.promote_types(queries.dtype, candidates.dtype)
+        q, c = queries.to(dtype), candidates.to(dtype)
+        if normalize:
+            q = F.normalize(q.float(), dim=1, eps=1e-12).to(dtype)
+            c = F.normalize(c.float(), dim=1, eps=1e-12).to(dtype)
+        rows = slice(spec.offset, spec.offset + spec.local_batch)
+        positive = (q[rows].detach().float() * c[rows].detach().float()).sum(dim=1)  # (local,)
+        threshold = _thresholds(positive, spec)
+        return fused_mnr_loss(q, c, scale, spec, ids, threshold, positive)
 
 
 def diagnostics_from_stats(stats: Tensor, rows: int, scale: float | Tensor) -> dict[str, float]:

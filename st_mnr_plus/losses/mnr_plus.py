@@ -21,7 +21,9 @@ from torch import Tensor, nn
 
 from st_mnr_plus.losses import options as opt
 from st_mnr_plus.losses.functional import (
+    Backend,
     MNRSpec,
+    choose_backend,
     diagnostics_from_stats,
     mnr_plus_loss,
     plain_mnr_loss,
@@ -214,7 +216,8 @@ class MNRPlus(nn.Module):
               (NaN when no anchor has a negative, e.g. a batch of one pair);
             - ``"masked_fraction"``: fraction of query_to_doc negatives excluded as duplicates or by a
               false-negative bound; ``"masked_duplicates"``: the number excluded as duplicates;
-            - ``"scale"``: the scale used.
+            - ``"scale"``: the scale used;
+            - ``"backend"``: ``"torch"`` or ``"triton"``, the path it took (a string, unlike the others).
 
         Recommendations:
             - Use :class:`st_mnr_plus.NoDuplicatesSampler` as ``batch_sampler``: masking keeps duplicates from
@@ -274,11 +277,13 @@ class MNRPlus(nn.Module):
                 raise ValueError(
                     f"scale ({scale}) must not exceed max_scale ({self.max_scale}) when learnable_scale=True"
                 )
+            self._initial_scale = scale
             self._initial_log_scale = math.log(scale)
             self.log_scale_offset = nn.Parameter(torch.zeros((), dtype=torch.float32))
         else:
             self._fixed_scale = scale
         self._stats: Tensor | None = None
+        self._last_backend: Backend | None = None
         self._stats_rows = 0
         self._stats_scale: Tensor | float = scale
         self._unidentified_warned: set[int] = set()
@@ -325,11 +330,25 @@ class MNRPlus(nn.Module):
         if not self._learnable:
             return self._fixed_scale
         offset = self.log_scale_offset
+        if torch.is_grad_enabled() and offset.requires_grad and not self.__dict__.get("loss_state_managed"):
+            self._warn_unmanaged_scale()
         with torch.no_grad():  # the cap, applied to the parameter itself: it never blocks the gradient
             offset.clamp_(max=math.log(self.max_scale) - self._initial_log_scale)
         if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             offset = _AverageGradAcrossRanks.apply(offset)
         return (offset + self._initial_log_scale).exp()
+
+    def _warn_unmanaged_scale(self) -> None:
+        if self.__dict__.get("_unmanaged_warned"):
+            return
+        self._unmanaged_warned = True
+        logger.warning(
+            "MNRPlus(learnable_scale=True) is training without LossStateCallback: the scale trains at the model's "
+            "learning rate and weight decay, not scale_learning_rate=%s, and resume_from_checkpoint restarts it at "
+            "%.4g. Pass callbacks=[LossStateCallback(loss)] to the trainer (st_mnr_plus.LossStateCallback).",
+            self.scale_learning_rate,
+            self._initial_scale,
+        )
 
     @property
     def scale(self) -> float:
@@ -338,7 +357,7 @@ class MNRPlus(nn.Module):
             fixed = self._fixed_scale
             return float(fixed.detach()) if isinstance(fixed, Tensor) else fixed
         offset = float(self.log_scale_offset.detach())
-        return min(math.exp(self._initial_log_scale + offset), self.max_scale)
+        return min(self._initial_scale * math.exp(offset), self.max_scale)
 
     @scale.setter
     def scale(self, value: float | Tensor) -> None:
@@ -425,8 +444,11 @@ class MNRPlus(nn.Module):
         spec = _spec(self, batch, offset)
         scale = self._scale_value()
         kind = similarity_kind(self.similarity_fct)
+        self._last_backend = choose_backend(spec, queries.device, queries.dtype, kind)
         if kind is not None:
-            loss, stats = mnr_plus_loss(queries, candidates, scale, spec, kind, query_ids, candidate_ids)
+            loss, stats = mnr_plus_loss(
+                queries, candidates, scale, spec, kind, query_ids, candidate_ids, backend=self._last_backend.name
+            )
         else:
             loss, stats = plain_mnr_loss(
                 queries, candidates, scale, spec, self.similarity_fct, query_ids, candidate_ids
@@ -452,12 +474,24 @@ class MNRPlus(nn.Module):
         """
         if self._stats is None:
             return {}
-        return diagnostics_from_stats(self._stats, self._stats_rows, self._stats_scale)
+        return {
+            **diagnostics_from_stats(self._stats, self._stats_rows, self._stats_scale),
+            "backend": self._last_backend.name,
+        }
+
+    @property
+    def backend_used(self) -> Backend | None:
+        """The path the last forward took (``"torch"`` or ``"triton"``) and, under ``backend="auto"``, why not the
+        kernels; ``None`` before the first forward."""
+        return self._last_backend
 
     # ---- model card ----------------------------------------------------------------------------------------
 
     def get_config_dict(self) -> dict[str, Any]:
-        return opt.card_values(self, "loss")
+        config = opt.card_values(self, "loss")
+        if self._last_backend is not None:  # what the last forward ran on, for the model card
+            config["backend_used"] = self._last_backend.name
+        return config
 
     @property
     def citation(self) -> str:
