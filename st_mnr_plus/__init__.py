@@ -1,4 +1,4 @@
-"""st-mnr-plus: faster, leaner, better Multiple Negatives Ranking fine-tuning for sentence-transformers.
+"""st-mnr-plus: leaner, faster Multiple Negatives Ranking fine-tuning for sentence-transformers, at MNRL's quality.
 
 Importing the package is cheap: components load on first access, and the plugin manager is created on the
 first registry look-up, never at import time.

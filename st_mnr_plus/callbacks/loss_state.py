@@ -76,23 +76,35 @@ class LossStateCallback(TrainerCallback):
     """
 
     def __init__(self, loss: nn.Module | Mapping[str, nn.Module]) -> None:
-        losses_by_dataset(loss)
+        losses = losses_by_dataset(loss)
         self.loss = loss
+        # Tell the losses that their state is looked after: MNRPlus warns when a learnable scale trains without.
+        for module in (m for one in losses.values() for m in one.modules()):
+            if hasattr(module, "scale_learning_rate"):
+                module.loss_state_managed = True
 
     def attach(self, trainer: Trainer) -> LossStateCallback:
         """Add this callback to ``trainer`` and put the learning rates the loss asks for into its arguments.
 
-        Call it before ``trainer.train()``: the optimizer, built there, reads ``args.learning_rate_mapping``.
-        Returns ``self``.
+        The same as passing it in ``callbacks=[...]`` when the trainer is built: call it before
+        ``trainer.train()``, where the optimizer reads ``args.learning_rate_mapping``. Returns ``self``.
         """
         callbacks = trainer_callbacks(trainer)
         if not any(callback is self for callback in callbacks):
             callbacks.append(self)
-        mapping = getattr(trainer.args, "learning_rate_mapping", None)
+        self._add_learning_rates(trainer.args)
+        return self
+
+    def _add_learning_rates(self, args: TrainingArguments) -> None:
+        mapping = getattr(args, "learning_rate_mapping", None)
         if isinstance(mapping, dict):
             for pattern, rate in self.learning_rates().items():
                 mapping.setdefault(pattern, rate)
-        return self
+
+    def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        # Passed as callbacks=[...]: the trainer calls this at the end of its __init__, before train() builds the
+        # optimizer from args.learning_rate_mapping, so the scale gets its own rate as with attach().
+        self._add_learning_rates(args)
 
     def learning_rates(self) -> dict[str, float]:
         """Regular expression -> learning rate for the loss parameters that ask for their own rate."""

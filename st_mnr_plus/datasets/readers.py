@@ -117,22 +117,29 @@ def layout_kind(columns: Iterable[str], argument: str = "columns") -> LayoutKind
 
 
 def resolve_layout(found: list[str], columns: Mapping[str, str | int] | None, source: str) -> Layout:
-    """Pick the layout of a source from its column names: the user mapping if it fits, else a known layout.
+    """Pick the layout of a source from its column names: the user mapping if given, else a known layout.
 
     Raises:
-        NLIFormatError: No layout fits; the message lists the columns found and the ones expected.
+        NLIFormatError: The user mapping names a column the source lacks, or (without a mapping) no known layout
+            fits; the message lists the columns found and the ones expected.
     """
     if columns is not None:
-        names = [v for v in columns.values() if isinstance(v, str)]
-        if all(name in found for name in names):
-            return Layout(layout_kind(columns), dict(columns), "user column mapping")
+        # A mapping the user gave is the layout: a column it names that the source lacks is an error, never a
+        # reason to fall back to a recognised layout the user did not ask for.
+        missing = [f"{role}={name!r}" for role, name in columns.items() if isinstance(name, str) and name not in found]
+        if missing:
+            raise NLIFormatError(
+                f"{source}: columns= names {', '.join(missing)}, which the source does not have. Found columns "
+                f"{found}.",
+                source,
+            )
+        return Layout(layout_kind(columns), dict(columns), "user column mapping")
     for description, mapping in KNOWN_LAYOUTS:
         if all(name in found for name in mapping.values()):
             return Layout(layout_kind(mapping), mapping, description)
     expected = "; ".join(f"{', '.join(m.values())} ({d})" for d, m in KNOWN_LAYOUTS)
-    given = f" The given columns={dict(columns)!r} does not fit either." if columns is not None else ""
     raise NLIFormatError(
-        f"{source}: missing columns. Found columns {found}; expected one of: {expected}.{given} "
+        f"{source}: missing columns. Found columns {found}; expected one of: {expected}. "
         "Pass columns={'premise': ..., 'hypothesis': ..., 'label': ...} to map other names.",
         source,
     )

@@ -28,12 +28,14 @@ def register_losses() -> dict[str, Callable[..., Any]]:
 
 @hookimpl
 def register_batch_samplers() -> dict[str, Callable[..., Any]]:
-    from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-    from st_mnr_plus.sampler import NoDuplicatesSampler
+    from st_mnr_plus.sampler import NoDuplicatesSampler, ShuffledBatchSampler
 
     return {
-        "default": DefaultBatchSampler,
+        # sentence-transformers' default (BATCH_SAMPLER) batches; its DefaultBatchSampler class takes an index
+        # sampler, not the dataset the trainer passes, so it cannot be registered as it is.
+        "default": ShuffledBatchSampler,
         "st_no_duplicates": NoDuplicatesBatchSampler,
         "no_duplicates": NoDuplicatesSampler,
     }

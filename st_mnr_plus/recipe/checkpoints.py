@@ -21,7 +21,7 @@ INTERRUPTED_CHECKPOINT = "checkpoint-interrupted"
 TRAINER_STATE_FILE = "trainer_state.json"
 
 
-def _checkpoint_step(folder: Path) -> int | None:
+def checkpoint_step(folder: Path) -> int | None:
     """The global step a resumable checkpoint folder holds, from its ``trainer_state.json``; ``None`` if none."""
     state = folder / TRAINER_STATE_FILE
     if not state.is_file():
@@ -46,7 +46,7 @@ def find_last_checkpoint(output_dir: str | Path) -> Path | None:
         name = folder.name
         if not folder.is_dir() or not (name == INTERRUPTED_CHECKPOINT or name.removeprefix("checkpoint-").isdigit()):
             continue
-        step = _checkpoint_step(folder)
+        step = checkpoint_step(folder)
         if step is not None:
             candidates.append((step, (folder / TRAINER_STATE_FILE).stat().st_mtime, folder))
     return max(candidates)[2] if candidates else None
@@ -86,7 +86,7 @@ def resolve_resume(value: Any, output_dir: str | Path) -> Path | None:
     folder = Path(text).expanduser()
     if not folder.is_dir():
         raise RecipeError(f"resume_from_checkpoint: checkpoint folder {text!r} does not exist.")
-    if _checkpoint_step(folder) is None:
+    if checkpoint_step(folder) is None:
         raise RecipeError(
             f"resume_from_checkpoint: {text!r} holds no readable {TRAINER_STATE_FILE}, so the trainer cannot resume "
             "from it (an interrupted run's folder written by st-mnr-plus before 0.1.0 holds only the model: start a "

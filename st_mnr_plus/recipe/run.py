@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from st_mnr_plus.plugins import registry
-from st_mnr_plus.recipe.checkpoints import INTERRUPTED_CHECKPOINT, resolve_resume, save_interrupted_checkpoint
+from st_mnr_plus.recipe.checkpoints import (
+    INTERRUPTED_CHECKPOINT,
+    checkpoint_step,
+    resolve_resume,
+    save_interrupted_checkpoint,
+)
 from st_mnr_plus.recipe.components import (
     build_callbacks,
     build_evaluators,
@@ -55,6 +60,58 @@ def evaluate(model, evaluators: list[Any]) -> dict[str, float]:
         else:
             scores.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
     return scores
+
+
+def _evaluate_once(trainer, model, evaluators: list[Any], when: str) -> dict[str, float]:
+    """The test-set scores, computed by the main process only (under torchrun the others wait for it)."""
+    scores: dict[str, float] = {}
+    if trainer.is_world_process_zero():
+        logger.info("Evaluating %s training ...", when)
+        scores = evaluate(model, evaluators)
+    trainer.accelerator.wait_for_everyone()
+    return scores
+
+
+def _train(recipe: PreparedRecipe):
+    """``trainer.train()``, resuming where asked; on Ctrl-C, a resumable checkpoint of the steps done."""
+    trainer, output_dir = recipe.trainer, recipe.output_dir
+    if recipe.resume_from is not None:
+        logger.info("Resuming from %s ...", recipe.resume_from)
+    try:
+        return trainer.train(
+            resume_from_checkpoint=str(recipe.resume_from) if recipe.resume_from is not None else None
+        )
+    except KeyboardInterrupt:
+        step = trainer.state.global_step
+        if step > 0:
+            folder = output_dir / INTERRUPTED_CHECKPOINT
+            resumable = save_interrupted_checkpoint(trainer, folder)
+            if recipe.loss_state is not None:
+                recipe.loss_state.save(folder)
+            how = f"resume with --resume_from_checkpoint {folder}" if resumable else "only the model was saved"
+            logger.warning("Interrupted at step %d: saved in %s (%s).", step, folder, how)
+        else:
+            logger.warning("Interrupted before the first step: nothing to save.")
+        raise
+    except Exception:
+        logger.error(
+            "Training failed at step %d; the partial output (checkpoints, logs) is kept in %s.",
+            trainer.state.global_step,
+            output_dir,
+        )
+        raise
+
+
+def _samples_per_second(trainer, metrics: Mapping[str, Any], first_step: int) -> float | None:
+    """Training rows per second over all processes, for the steps run since ``first_step``: every optimizer step
+    takes ``per_device_train_batch_size * gradient_accumulation_steps`` rows on each of ``world_size`` processes."""
+    runtime = metrics.get("train_runtime")
+    if not runtime:
+        return metrics.get("train_samples_per_second")
+    args = trainer.args
+    steps = trainer.state.global_step - first_step
+    rows = steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    return round(rows / runtime, 3)
 
 
 def loss_settings(loss) -> dict[str, Any]:
@@ -111,12 +168,12 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
     # Check the arguments before the data is built; the final ones come once the number of steps is known.
     early = trainer_values(options, given, total_steps=None, output_dir=output_dir)
     check_trainer_numbers(early)
-    make_training_arguments(early, quiet=True)
+    early_args = make_training_arguments(early, quiet=True)
     resume_from = resolve_resume(resume_value, output_path)
     if not options.dry_run:
         prepare_run_folder(output_path, resume_from, options.overwrite)
 
-    seed = early["seed"]
+    seed = early_args.seed
     logger.info("Building %s with the %r builder ...", options.kind, options.builder)
     train_dataset, build_report = build_training_data(options, seed=seed)
     logger.info("Loading model %s ...", options.model or "all-MiniLM-L6-v2 (embedded default)")
@@ -127,7 +184,18 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
     dev_evaluators = build_evaluators(options.evaluators, "validation", options.evaluator_options)
     callbacks = build_callbacks(options.callbacks, loss)
 
-    total_steps = planned_steps(early, len(train_dataset))
+    # Constructing the sampler as the trainer will (its arguments, the run's seed) validates the data against it
+    # (e.g. too few distinct texts for a batch) and tells how many batches an epoch yields.
+    batches = len(
+        sampler_cls(
+            train_dataset,
+            batch_size=early_args.per_device_train_batch_size,
+            drop_last=early_args.dataloader_drop_last,
+            valid_label_columns=[],
+            seed=seed,
+        )
+    )
+    total_steps = planned_steps(early, batches, early_args.world_size)
     values = trainer_values(options, given, total_steps=total_steps, output_dir=output_dir)
     values["batch_sampler"] = sampler_cls
     if resume_from is not None:
@@ -152,15 +220,6 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
         summary=summary,
     )
     if options.dry_run:
-        # Constructing the sampler validates the data against it (e.g. too few distinct texts for a batch), with
-        # the arguments the trainer gives it (dataloader_drop_last, the run's seed).
-        sampler_cls(
-            train_dataset,
-            batch_size=args.per_device_train_batch_size,
-            drop_last=args.dataloader_drop_last,
-            valid_label_columns=[],
-            seed=args.seed,
-        )
         summary["dry_run"] = True
         return prepared
 
@@ -249,50 +308,28 @@ def run_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | None =
         return summary
     trainer, model, output_dir = recipe.trainer, recipe.model, recipe.output_dir
 
-    if trainer.is_world_process_zero():
+    main = trainer.is_world_process_zero()
+    if main:
         # Written before training too, so that an interrupted run can be resumed from it (--config ... --resume).
         write_config(output_dir / "config.yaml", summary["arguments"])
-    logger.info("Evaluating before training ...")
-    scores_before = evaluate(model, recipe.test_evaluators)
-    if recipe.resume_from is not None:
-        logger.info("Resuming from %s ...", recipe.resume_from)
-    try:
-        train_output = trainer.train(
-            resume_from_checkpoint=str(recipe.resume_from) if recipe.resume_from is not None else None
-        )
-    except KeyboardInterrupt:
-        step = trainer.state.global_step
-        if step > 0:
-            folder = output_dir / INTERRUPTED_CHECKPOINT
-            resumable = save_interrupted_checkpoint(trainer, folder)
-            if recipe.loss_state is not None:
-                recipe.loss_state.save(folder)
-            how = f"resume with --resume_from_checkpoint {folder}" if resumable else "only the model was saved"
-            logger.warning("Interrupted at step %d: saved in %s (%s).", step, folder, how)
-        else:
-            logger.warning("Interrupted before the first step: nothing to save.")
-        raise
-    except Exception:
-        logger.error(
-            "Training failed at step %d; the partial output (checkpoints, logs) is kept in %s.",
-            trainer.state.global_step,
-            output_dir,
-        )
-        raise
-
-    logger.info("Evaluating after training ...")
-    scores_after = evaluate(model, recipe.test_evaluators)
+    scores_before = _evaluate_once(trainer, model, recipe.test_evaluators, "before")
+    first_step = (checkpoint_step(recipe.resume_from) or 0) if recipe.resume_from is not None else 0
+    train_output = _train(recipe)
+    scores_after = _evaluate_once(trainer, model, recipe.test_evaluators, "after")
     name_sampler_in_model_card(model, recipe.sampler, options.sampler)
     final_dir = output_dir / FINAL_MODEL_DIR
     trainer.save_model(str(final_dir))  # with push_to_hub, push_to_hub() below also saves it into output_dir
-    plot = plot_history(trainer.state.log_history, output_dir / "training.png")
+    plot = plot_history(trainer.state.log_history, output_dir / "training.png") if main else None
 
     metrics = train_output.metrics
     summary.update(
         {
+            # The trained settings (a learnable scale has moved), not those of before training.
+            "loss": {"name": recipe.loss_name, **loss_settings(recipe.loss)},
             "steps": trainer.state.global_step,
             "train_runtime_s": metrics.get("train_runtime"),
-            "train_samples_per_second": metrics.get("train_samples_per_second"),
+            "train_samples_per_second": _samples_per_second(trainer, metrics, first_step),
+            "world_size": trainer.args.world_size,
             "train_loss": metrics.get("train_loss"),
             "scores_before": scores_before,
             "scores_after": scores_after,
@@ -300,11 +337,12 @@ def run_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | None =
             "plot": str(plot) if plot else None,
             "hub_model_id": getattr(trainer, "hub_model_id", None) if recipe.args.push_to_hub else None,
             "wall_time_s": round(time.perf_counter() - started, 1),
+            "process_index": trainer.args.process_index,
         }
     )
     # What the trainer ran with: attached callbacks may have added to its arguments (a loss's own learning rate).
     summary["arguments"] = resolved_arguments(options, trainer.args)
-    if trainer.is_world_process_zero():
+    if main:
         (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         write_config(output_dir / "config.yaml", summary["arguments"])
     if recipe.args.push_to_hub:

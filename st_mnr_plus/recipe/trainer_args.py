@@ -121,9 +121,16 @@ def check_trainer_numbers(values: Mapping[str, Any]) -> None:
         raise RecipeError(f"warmup_steps must be >= 0 (a number of steps, or a ratio below 1), got {warmup!r}.")
 
 
-def planned_steps(values: Mapping[str, Any], rows: int) -> int:
-    """Optimizer steps of the run: ``max_steps``, or the epochs' worth of full batches."""
+def planned_steps(values: Mapping[str, Any], batches_per_epoch: int, world_size: int = 1) -> int:
+    """Optimizer steps of the run as the trainer counts them: ``max_steps``, or the epochs' worth of steps.
+
+    ``batches_per_epoch`` is the length of the batch sampler the trainer will use (a last, partial batch
+    included when the sampler yields it); accelerate hands each process every ``world_size``-th batch, and an
+    optimizer step takes ``gradient_accumulation_steps`` of them, the last step of an epoch possibly fewer.
+    """
     if values.get("max_steps", -1) > 0:
         return values["max_steps"]
-    batch = values["per_device_train_batch_size"] * values.get("gradient_accumulation_steps", 1)
-    return math.ceil(max(1, rows // batch) * values["num_train_epochs"])
+    per_process = math.ceil(batches_per_epoch / world_size)
+    accumulation = values.get("gradient_accumulation_steps", 1)
+    per_epoch = max(per_process // accumulation + int(per_process % accumulation > 0), 1)
+    return math.ceil(values["num_train_epochs"] * per_epoch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ def _pairs(rows: int = 64) -> Dataset:
     )
 
 
-def _trainer(model, make_args, output_dir: Path, *, stop_at: int | None = None, **loss_kwargs):
+def _trainer(model, make_args, output_dir: Path, *, stop_at: int | None = None, how: str = "attach", **loss_kwargs):
+    """A trainer of 8 steps at the model's rate 5e-2, the loss's state kept ``how``: "attach", "callbacks" or "none"."""
     loss = MNRPlus(model, learnable_scale=True, **loss_kwargs)
     args = make_args(
         output_dir=str(output_dir),
@@ -45,30 +47,59 @@ def _trainer(model, make_args, output_dir: Path, *, stop_at: int | None = None, 
         logging_steps=100,
         disable_tqdm=False,
     )
-    callbacks = [_StopAt(stop_at)] if stop_at else None
+    callbacks = [_StopAt(stop_at)] if stop_at else []
+    if how == "callbacks":
+        callbacks.append(LossStateCallback(loss))
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=_pairs(), loss=loss, callbacks=callbacks
     )
-    LossStateCallback(loss).attach(trainer)
+    if how == "attach":
+        LossStateCallback(loss).attach(trainer)
     return trainer, loss
 
 
-def test_resumed_run_continues_the_learnable_scale(tiny_model, training_args, tmp_path):
+def _scale_rate(trainer, loss) -> float:
+    """The initial learning rate of the optimizer's parameter group that holds the scale."""
+    (group,) = [g for g in trainer.optimizer.param_groups if any(p is loss.log_scale_offset for p in g["params"])]
+    return group.get("initial_lr", group["lr"])
+
+
+@pytest.mark.parametrize("how", ["attach", "callbacks"])
+def test_resumed_run_continues_the_learnable_scale_at_its_own_rate(tiny_model, training_args, tmp_path, how):
+    """callbacks=[LossStateCallback(loss)] used to restore the scale but leave it at the model's rate (22.74 vs
+    22.15 resumed); now both ways give the scale its rate before the optimizer is built."""
     fresh = copy.deepcopy(tiny_model)
-    whole, whole_loss = _trainer(copy.deepcopy(fresh), training_args, tmp_path / "whole")
+    whole, whole_loss = _trainer(copy.deepcopy(fresh), training_args, tmp_path / "whole", how=how)
     whole.train()
 
-    first, first_loss = _trainer(copy.deepcopy(fresh), training_args, tmp_path / "split", stop_at=4)
+    first, first_loss = _trainer(copy.deepcopy(fresh), training_args, tmp_path / "split", stop_at=4, how=how)
     first.train()
     assert (tmp_path / "split" / "checkpoint-4" / LOSS_STATE_FILE).is_file()
     scale_at_4 = first_loss.scale
 
-    second, second_loss = _trainer(copy.deepcopy(fresh), training_args, tmp_path / "split")
+    second, second_loss = _trainer(copy.deepcopy(fresh), training_args, tmp_path / "split", how=how)
     assert second_loss.scale == pytest.approx(20.0)
     second.train(resume_from_checkpoint=str(tmp_path / "split" / "checkpoint-4"))
 
-    assert scale_at_4 != pytest.approx(20.0)  # the scale moved before the interruption
-    torch.testing.assert_close(second_loss.scale, whole_loss.scale, rtol=1e-5, atol=1e-6)
+    assert scale_at_4 != 20.0  # the scale moved before the interruption
+    assert second_loss.scale == pytest.approx(whole_loss.scale, rel=1e-3)
+    rate = whole_loss.scale_learning_rate
+    assert _scale_rate(whole, whole_loss) == _scale_rate(second, second_loss) == rate
+    # Adam moves a parameter by about its rate a step: 8 steps at 1e-3, not at the model's 5e-2.
+    assert abs(math.log(whole_loss.scale / 20.0)) <= 8 * rate * 1.5
+
+
+def test_without_the_callback_a_learnable_scale_trains_at_the_model_rate_and_says_so(
+    tiny_model, training_args, tmp_path, caplog
+):
+    trainer, loss = _trainer(copy.deepcopy(tiny_model), training_args, tmp_path, how="none")
+    with caplog.at_level("WARNING", logger="st_mnr_plus.losses.mnr_plus"):
+        trainer.train()
+    warnings = [r.getMessage() for r in caplog.records if "without LossStateCallback" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "scale_learning_rate=0.001" in warnings[0]
+    assert "resume_from_checkpoint restarts it at 20" in warnings[0]
+    assert _scale_rate(trainer, loss) == 5e-2
 
 
 def test_without_a_saved_state_resume_warns(tiny_model, training_args, tmp_path, caplog):

@@ -638,8 +638,15 @@ def test_missing_columns_lists_found_and_expected(tmp_path, source):
 
 def test_column_mapping_that_does_not_fit_is_named(tmp_path):
     path = write_jsonl(tmp_path / "odd.jsonl", [{"text": "a", "other": "b", "y": 0}])
-    with pytest.raises(NLIFormatError, match=r"The given columns=\{'premise': 'text', 'hypothesis': 'nope'"):
+    with pytest.raises(NLIFormatError, match=r"columns= names hypothesis='nope', which the source does not have"):
         build_nli(path, columns={"premise": "text", "hypothesis": "nope", "label": "y"})
+
+
+def test_a_mapping_naming_absent_columns_never_falls_back_to_a_recognised_layout(snli_dev):
+    """The README promises that missing columns raise: a file in a known layout used to be built from its
+    default columns when the given mapping did not fit."""
+    with pytest.raises(NLIFormatError, match=r"columns= names premise='x', hypothesis='y', label='z'"):
+        build_nli(snli_dev, columns={"premise": "x", "hypothesis": "y", "label": "z"})
 
 
 def test_null_in_dataset_row(snli_rows):

@@ -54,8 +54,10 @@ def test_builtins_register_through_the_hooks():
 
 def _builtins() -> dict[str, dict[str, object]]:
     """Every built-in name under its kind, with the public object it must resolve to."""
-    from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
     from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+
+    from st_mnr_plus.sampler import ShuffledBatchSampler
 
     import st_mnr_plus
 
@@ -69,7 +71,7 @@ def _builtins() -> dict[str, dict[str, object]]:
         "batch_sampler": {
             "no_duplicates": st_mnr_plus.NoDuplicatesSampler,
             "st_no_duplicates": NoDuplicatesBatchSampler,
-            "default": DefaultBatchSampler,
+            "default": ShuffledBatchSampler,
         },
         "dataset_builder": {"nli": st_mnr_plus.build_nli},
         "evaluator": {

@@ -195,3 +195,26 @@ def test_train_end_to_end_saves_a_loadable_model_whose_scores_match(tmp_path, ti
     (key,) = summary["scores_after"]
     assert fresh[key] == pytest.approx(summary["scores_after"][key], abs=1e-6)
     assert summary["scores_before"][key] != pytest.approx(summary["scores_after"][key], abs=1e-9)
+
+
+@pytest.mark.parametrize(("rows", "batch"), [(70, 64), (64, 16)], ids=["partial-last-batch", "full-batches"])
+def test_the_dry_run_plans_the_steps_the_run_takes(tmp_path, tiny_model_dir, nli_rows, capsys, rows, batch):
+    """The plan used to count full batches only: 70 rows at batch 64 planned 1 step, and the run took 2."""
+    argv = fast_run(tiny_model_dir, nli_rows, tmp_path / "out")
+    argv = [a for a in argv if a not in ("--max-steps", "2")]
+    argv[argv.index("--max-rows") + 1], argv[argv.index("--batch-size") + 1] = str(rows), str(batch)
+    assert main(["train", *argv, "--sampler", "default", "--dry-run"]) == 0
+    planned = json.loads(capsys.readouterr().out.split("=" * 72)[-1])["planned_steps"]
+    assert main(["train", *argv, "--sampler", "default"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert planned == results["planned_steps"] == results["steps"] == -(-rows // batch)
+
+
+def test_the_summary_reports_the_trained_scale(tmp_path, tiny_model_dir, nli_rows, capsys):
+    argv = fast_run(tiny_model_dir, nli_rows, tmp_path / "out")
+    options = ["--loss-option", "learnable_scale=true", "--loss-option", "scale_learning_rate=0.2"]
+    assert main(["train", *argv, *options]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert results["loss"]["scale"] != 20.0
+    assert abs(results["loss"]["scale"] - 20.0) > 0.5  # two steps at rate 0.2 move it by about 40%
+    assert f"scale={results['loss']['scale']}" in capsys.readouterr().out
