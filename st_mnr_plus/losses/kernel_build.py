@@ -98,12 +98,8 @@ _ARGUMENT_TYPES = {
     "d": "i32",
 }
 _ALIGNED = "d"  # the one integer argument specialised on divisibility by 16 (see kernels._RUNTIME_INTS)
-# The block-size constexprs of each kernel.
-_BLOCK_SIZES = {
-    "forward": ("BM", "BN", "BK"),
-    "backward_rows": ("BM", "BN", "BK", "BD"),
-    "backward_columns": ("BM", "BN", "BK", "BD"),
-}
+# The fields of kernels.Blocks that are launch options; the others are the kernel's block-size constexprs.
+_LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
 
 def _load_kernels() -> ModuleType:
@@ -169,23 +165,20 @@ class Record:
 
 
 def configurations() -> list[Configuration]:
-    """Every configuration the launchers can launch: each dtype, each ``input_precision`` of that dtype and each
-    block configuration :func:`kernels.block_config` returns (for ``d`` up to :data:`MAX_FEATURES`), for each
-    kernel. ``UPCAST`` is interpreter-only and never compiled."""
+    """Every configuration the launchers can launch: for each dtype and each ``input_precision`` of that dtype,
+    each kernel's distinct blocks among the :class:`kernels.BlockConfig` that :func:`kernels.block_config` returns
+    for ``d`` up to :data:`MAX_FEATURES` (one forward, and a backward per accumulator width). ``UPCAST`` is
+    interpreter-only and never compiled."""
     kernels = _load_kernels()
     found = []
     for dtype_name, dtype in _DTYPES.items():
-        blocks = dict.fromkeys(kernels.block_config(dtype, d) for d in range(1, MAX_FEATURES + 1))
-        for block in blocks:
-            for precision in kernels.precisions(dtype):
-                for name, sizes in _BLOCK_SIZES.items():
-                    values = {
-                        "UPCAST": False,
-                        "PRECISION": precision,
-                        **{size: getattr(block, size) for size in sizes},
-                    }
-                    constexprs = tuple(sorted(values.items()))
-                    found.append(Configuration(name, dtype_name, constexprs, block.num_warps, block.num_stages))
+        chosen = dict.fromkeys(kernels.block_config(dtype, d) for d in range(1, MAX_FEATURES + 1))
+        for precision in kernels.precisions(dtype):
+            for name in kernels.KERNELS:
+                for blocks in dict.fromkeys(getattr(config, name) for config in chosen):
+                    sizes = {k: v for k, v in blocks._asdict().items() if k not in _LAUNCH_OPTIONS and v is not None}
+                    constexprs = tuple(sorted({"UPCAST": False, "PRECISION": precision, **sizes}.items()))
+                    found.append(Configuration(name, dtype_name, constexprs, blocks.num_warps, blocks.num_stages))
     return found
 
 

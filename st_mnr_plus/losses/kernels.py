@@ -36,11 +36,15 @@ functions) the launchers run on CPU tensors. The interpreter's ``tl.dot`` mishan
 (triton-lang/triton#11584), so there the operands of every dot are cast to float32 first (``UPCAST``, after the
 same rounding of ``p`` to bfloat16 ``hi + lo``); compiled kernels never carry it.
 
-Costs: the forward does ``2 * local * ncols * d`` FLOPs per direction, like one matrix product. The backward
-recomputes each similarity tile once per block of ``BD`` output features, so that its ``(rows, BD)`` accumulator
-fits in registers: each backward kernel costs ``cdiv(d, BD) + h`` forwards (``h`` = 2 products of ``p`` for 16-bit
-inputs, 1 for fp32). With the blocks of :func:`block_config`, bf16 (``BD = 128``): 3 for ``d <= 128``, 5 for
-``d = 384``, 8 for 768, 34 for 4096; fp32 (``BD = 64``): 7 for ``d = 384``, 13 for 768.
+Costs (the comment above each kernel, per call; :func:`cost` for a whole forward and backward): the forward does
+``2 * local * ncols * d`` FLOPs per direction, like one matrix product. A backward program owns the gradient of
+its rows (or columns) in ``BD`` of their features, a ``(rows, BD)`` fp32 accumulator in registers, and recomputes
+the similarity tiles over the full ``d`` for it: each backward kernel costs ``cdiv(d, BD) + h`` forwards (``h`` = 2
+products of ``p`` for 16-bit inputs, 1 for fp32). :func:`block_config` takes ``BD`` >= ``d`` up to ``d = 512``
+(each tile is computed once: ``1 + h``), with fewer rows per program as ``BD`` grows so that nothing spills, and
+``BD = 512`` beyond: two halves up to ``d = 1024`` (``2 + h``). One forward and backward of query_to_doc, bf16, in
+matrix products (before, with ``BD = 128`` for every ``d``): 7 for ``d = 384`` (11), 9 for 768 (17) and 1024 (21),
+21 for 4096 (69); fp32 (``BD = 64`` before): 5 for 384 (15), 7 for 768 (27), 19 for 4096 (131).
 
 Needs triton: import this module lazily (``functional.py`` does), never from a module the package imports eagerly.
 """
@@ -58,9 +62,11 @@ from torch import Tensor
 __all__ = [
     "KERNELS",
     "BlockConfig",
+    "Blocks",
     "MNRForward",
     "MNRGradients",
     "block_config",
+    "cost",
     "interpreting",
     "matmul_allows_tf32",
     "mnr_backward",
@@ -142,12 +148,14 @@ def _exclusions(sim, row, col, row_id, col_id, threshold, valid):
 
 
 # Per call, with L = local rows, N = ncols (query_to_doc: W * (1 + n) shared, W under own; doc_to_query: W),
-# n_own (n under own, else 0) and s = the inputs' itemsize; grid: cdiv(L, BM) programs.
+# n_own (n under own, else 0), s = the inputs' itemsize and T = cdiv(L, BM); grid: T programs. Counted on the real
+# rows, columns and features (the padding of tiles is masked: computed, never loaded); cost() adds these up.
 # FLOPs: 2 * L * N * d on the tensor cores (the similarity tiles) + 2 * L * n_own * d (own negatives, row-wise)
-# + about 10 * L * (N + n_own) for the masks, maxima and exponentials.
+# + about 10 * L * (N + n_own) for the masks, maxima and exponentials (not in cost()).
 # Bytes: every program streams all N columns and re-reads its BM anchors for each column tile:
-# (cdiv(L, BM) * N + L * cdiv(N, BN)) * d * s, mostly from L2 (from DRAM: (N + L) * d * s once), + L * n_own * d * s
-# (own negatives) + 8 * (cdiv(L, BM) * N + L * (1 + n_own)) (identities) + 8 * L (thresholds, scale) + 16 * L written.
+# (T * N + L * cdiv(N, BN)) * d * s, mostly from L2 (from DRAM: (N + L) * d * s once), + 2 * L * n_own * d * s
+# (own negatives and their anchors, row-wise) + 8 * (T * N + L * (1 + n_own)) (identities) + 4 * L + 4 * T
+# (thresholds, scale) + 16 * L written.
 @triton.jit(do_not_specialize=_RUNTIME_INTS)
 def _mnr_forward_kernel(
     X, Y, IDS, THRESHOLD, SCALE, LSE, HARDEST, MASKED, DUPLICATES,
@@ -243,13 +251,16 @@ def _accumulate(acc, p, v, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     return tl.dot(lo, v, tl.dot(hi, v, acc))
 
 
-# Per call (L, N, n_own, s as for the forward; h = 2 products of p for 16-bit inputs, 1 for fp32); grid:
-# cdiv(L, BM) x cdiv(d, BD) programs, each recomputing its similarity tiles over the full d.
-# FLOPs: 2 * L * N * d * (cdiv(d, BD) + h) on the tensor cores, i.e. cdiv(d, BD) + h forwards, + 2 * L * n_own * d
-# * (cdiv(d, BD) + 2) (own negatives) + about 10 * L * N * cdiv(d, BD) for the masks and exponentials.
-# Bytes: cdiv(d, BD) * (cdiv(L, BM) * N + L * cdiv(N, BN)) * d * s (similarity operands, mostly from L2)
-# + cdiv(L, BM) * N * d * s (the columns' feature blocks) + 8 * L * d (its output rows, fp32, read and written)
-# + L * n_own * d * (2 * s * cdiv(d, BD) + 2 * s + 4) (own negatives: scored, multiplied, their gradient written).
+# Per call (L, N, n_own, s, T as for the forward; h = 2 products of p for 16-bit inputs, 1 for fp32; F = cdiv(d, BD)
+# feature blocks, 1 where BD >= d: see block_config); grid: T x F programs, each holding a (BM, BD) fp32
+# accumulator and recomputing its similarity tiles over the full d.
+# FLOPs: 2 * L * N * d * (F + h) on the tensor cores, i.e. F + h forwards, + 2 * L * n_own * d * (F + 2) (own
+# negatives: scored row-wise in every program, then multiplied twice) + about 10 * L * N * F elementwise.
+# Bytes: F * (T * N + L * cdiv(N, BN)) * d * s (similarity operands, mostly from L2) + T * N * d * s (the columns'
+# feature blocks) + 8 * L * d (its output rows, fp32, read and written) + F * (16 * L + 8 * T * N + 4 * T)
+# (thresholds, normalisers and identities of its rows, identities of the columns, scale) + L * n_own * (F * (2 * d
+# * s + 8) + d * (2 * s + 4)) (own negatives: scored with their identities in every program, multiplied, their
+# gradient written).
 @triton.jit(do_not_specialize=_RUNTIME_INTS)
 def _mnr_backward_rows_kernel(
     X, Y, IDS, THRESHOLD, SCALE, NORM, GRAD_X, GRAD_OWN, weight,
@@ -295,12 +306,13 @@ def _mnr_backward_rows_kernel(
     tl.store(out, tl.load(out, mask=block_mask, other=0.0) + acc * (weight / P_UNIT), mask=block_mask)
 
 
-# Per call (L, N, s, h as for the backward by rows); grid: cdiv(N, BN) x cdiv(d, BD) programs, each streaming
-# every local row and recomputing the similarity tiles, transposed (columns x rows), over the full d.
-# FLOPs: 2 * L * N * d * (cdiv(d, BD) + h) on the tensor cores, as by rows, + about 10 * L * N * cdiv(d, BD).
-# Bytes: cdiv(d, BD) * (cdiv(N, BN) * L + N * cdiv(L, BM)) * d * s (similarity operands, mostly from L2)
-# + cdiv(N, BN) * L * d * s (the anchors' feature blocks) + 8 * N * d (its output rows, fp32, read and written)
-# + 16 * L * cdiv(N, BN) * cdiv(d, BD) (thresholds, normalisers, identities of every row tile).
+# Per call (L, N, s, h, F as for the backward by rows; U = cdiv(N, BN)); grid: U x F programs, each holding a
+# (BN, BD) fp32 accumulator, streaming every local row and recomputing the similarity tiles, transposed (columns x
+# rows), over the full d.
+# FLOPs: 2 * L * N * d * (F + h) on the tensor cores, as by rows, + about 10 * L * N * F elementwise.
+# Bytes: F * (U * L + N * cdiv(L, BM)) * d * s (similarity operands, mostly from L2) + U * L * d * s (the anchors'
+# feature blocks) + 8 * N * d (its output rows, fp32, read and written) + F * (16 * U * L + 8 * N + 4 * U)
+# (thresholds, normalisers and identities of every row tile, identities of its columns, scale).
 @triton.jit(do_not_specialize=_RUNTIME_INTS)
 def _mnr_backward_columns_kernel(
     X, Y, IDS, THRESHOLD, SCALE, NORM, GRAD_Y, weight,
@@ -347,31 +359,160 @@ KERNELS = {
 # ---- configuration -----------------------------------------------------------------------------------------------
 
 
-class BlockConfig(NamedTuple):
-    """Tile sizes and launch options of the three kernels for one dtype and feature size."""
+class Blocks(NamedTuple):
+    """Tile sizes and launch options of one kernel."""
 
-    BM: int  # anchor rows per tile
-    BN: int  # columns per tile
+    BM: int  # anchor rows per tile (owned by the program in the forward and the backward by rows)
+    BN: int  # columns per tile (owned by the program in the backward by columns)
     BK: int  # features per step of a similarity tile
-    BD: int  # output features per backward program
     num_warps: int
     num_stages: int
+    BD: int | None = None  # backward only: output features per program, a power of two (padding masked)
+
+
+class BlockConfig(NamedTuple):
+    """The :class:`Blocks` of each kernel of :data:`KERNELS` (the same names) for one dtype and feature size."""
+
+    forward: Blocks
+    backward_rows: Blocks
+    backward_columns: Blocks
+
+
+_FORWARD = {
+    "16-bit": Blocks(BM=64, BN=64, BK=64, num_warps=8, num_stages=2),
+    "fp32": Blocks(BM=64, BN=32, BK=32, num_warps=8, num_stages=3),
+}
+# Backward blocks by accumulator width BD: (by rows, by columns). The program's own tile (BM by rows, BN by
+# columns) shrinks as BD grows, so that its (own tile, BD) fp32 accumulator and the (streamed tile, BD) operand of
+# each product fit in the registers; the streamed tile stays 64 (16-bit) or 32 (fp32) wide, a full row of tensor
+# core tiles for the 8 warps. Each entry compiles with no local memory for sm_80 and sm_90 in every dtype and
+# precision (``st-mnr-plus kernels``; neighbours such as BM = 32 for BD = 512 spill) and uses at most 70 KB of
+# shared memory, under the 99 KB of sm_86 and sm_89. The narrowest entry is the configuration every d had before.
+_BACKWARD = {
+    "16-bit": {
+        128: (Blocks(64, 64, 64, 8, 2, BD=128), Blocks(64, 64, 64, 8, 2, BD=128)),
+        256: (Blocks(32, 64, 64, 8, 2, BD=256), Blocks(64, 32, 64, 8, 2, BD=256)),
+        512: (Blocks(16, 64, 64, 8, 2, BD=512), Blocks(64, 16, 64, 8, 2, BD=512)),
+    },
+    "fp32": {
+        64: (Blocks(64, 32, 32, 8, 3, BD=64), Blocks(64, 32, 32, 8, 3, BD=64)),
+        128: (Blocks(32, 32, 32, 8, 3, BD=128), Blocks(64, 32, 16, 8, 3, BD=128)),
+        256: (Blocks(32, 32, 32, 8, 3, BD=256), Blocks(64, 16, 32, 8, 3, BD=256)),
+        512: (Blocks(16, 32, 32, 8, 3, BD=512), Blocks(32, 16, 32, 8, 2, BD=512)),
+    },
+}
 
 
 def block_config(dtype: torch.dtype, d: int) -> BlockConfig:
-    """The block sizes the launchers use for inputs of ``dtype`` and feature size ``d``: the one place that
-    decides them, so that :mod:`.kernel_build` compiles exactly the configurations that can be launched.
+    """The blocks the launchers use for inputs of ``dtype`` and feature size ``d``: the one place that decides
+    them, so that :mod:`.kernel_build` compiles exactly the configurations that can be launched.
 
-    The largest tiles that compile without spilling for sm_80 and sm_90 (``kernel_build``): with 4 warps, or a
-    ``(64, 256)`` accumulator, ptxas spills; fp32 needs smaller column tiles (its IEEE dots run on the FMA units
-    with their operands in registers) and a third pipeline stage, without which ptxas spills a few bytes on sm_80.
-    One configuration per dtype keeps the compiled set small: ``d`` only sets the number of loop steps (tiles
-    of ``BK`` features that a small ``d`` leaves partly empty cost little, since such a ``d`` is cheap anyway).
+    The forward has one configuration per dtype family. The backward's blocks set its cost, ``cdiv(d, BD) + h``
+    forwards per kernel (``h`` = 2 for 16-bit inputs, 1 for fp32): up to ``d = 512`` the accumulator holds every
+    feature of its rows, ``BD`` = the next power of two >= ``d`` (at least 128 for 16-bit inputs, 64 for fp32), and
+    each similarity tile is computed once (``1 + h``); beyond, ``BD = 512`` and ``cdiv(d, 512)`` programs share a
+    row: two halves for ``512 < d <= 1024`` (``2 + h``), 8 blocks for 4096 (``8 + h``, where the narrowest blocks,
+    ``BD = 128``, would do ``32 + h``, and read the similarity operands ``F * (T * N + L * cdiv(N, BN)) * d * s``
+    with ``32 * (1 / 64 + 1 / 64)`` instead of ``8 * (1 / 16 + 1 / 64)`` times ``L * N * d * s``).
+
+    Why two halves rather than one 1024-wide accumulator for ``512 < d <= 1024``: by rows, every tile tried spills
+    on sm_80, sm_90 or both (16 rows against 64, 32 or 16 columns; bf16 and fp32). By columns a 1024-wide
+    accumulator of 16 columns compiles (for bf16 against 64-row tiles with 132 KB of shared memory, over the 99 KB
+    of sm_86 and sm_89), but alone it would save one forward of the nine at ``d = 768`` (seventeen with ``BD =
+    128``) for one more configuration per dtype.
+
+    The price of the wide accumulators is their 16-row (16-column) tiles, chosen by the cost comments alone,
+    without a GPU timing yet. Each program streams every column (row) once for the similarities and once for the
+    product, so the operands are read from L2 once per 16 rows instead of 64: by the cost comments, one forward and
+    backward in bf16 moves 25% more bytes at ``d = 384``, 7% more at 768, as many at 512, 17% fewer at 1024 and 32%
+    fewer at 4096, for 36%, 47%, 46%, 57% and 70% fewer matrix FLOPs (fp32, whose blocks were small already: 45%
+    and 55% fewer bytes, 67% and 74% fewer FLOPs at 384 and 768). On sm_90 Triton runs 16-row tiles as
+    ``mma.sync``, not ``wgmma``.
     """
-    del d
-    if dtype == torch.float32:
-        return BlockConfig(BM=64, BN=32, BK=32, BD=64, num_warps=8, num_stages=3)
-    return BlockConfig(BM=64, BN=64, BK=64, BD=128, num_warps=8, num_stages=2)
+    family = "fp32" if dtype == torch.float32 else "16-bit"
+    widths = sorted(_BACKWARD[family])
+    width = next((w for w in widths if w >= d), widths[-1])  # wider than the widest: cdiv(d, BD) programs per row
+    rows, columns = _BACKWARD[family][width]
+    return BlockConfig(_FORWARD[family], rows, columns)
+
+
+# ---- costs -------------------------------------------------------------------------------------------------------
+
+
+def _forward_cost(b: Blocks, L: int, N: int, n_own: int, d: int, s: int) -> tuple[int, int]:
+    """``(FLOPs, bytes)`` of one forward launch: the comment above :func:`_mnr_forward_kernel`."""
+    tiles = triton.cdiv(L, b.BM)
+    flops = 2 * L * N * d + 2 * L * n_own * d
+    operands = (tiles * N + L * triton.cdiv(N, b.BN)) * d * s + 2 * L * n_own * d * s
+    return flops, operands + 8 * (tiles * N + L * (1 + n_own)) + 4 * L + 4 * tiles + 16 * L
+
+
+def _backward_rows_cost(b: Blocks, L: int, N: int, n_own: int, d: int, s: int, h: int) -> tuple[int, int]:
+    """``(FLOPs, bytes)`` of one launch of the backward by rows: the comment above its kernel."""
+    tiles, f = triton.cdiv(L, b.BM), triton.cdiv(d, b.BD)
+    flops = 2 * L * N * d * (f + h) + 2 * L * n_own * d * (f + 2)
+    operands = f * (tiles * N + L * triton.cdiv(N, b.BN)) * d * s + tiles * N * d * s + 8 * L * d
+    own = L * n_own * (f * (2 * d * s + 8) + d * (2 * s + 4))
+    return flops, operands + f * (16 * L + 8 * tiles * N + 4 * tiles) + own
+
+
+def _backward_columns_cost(b: Blocks, L: int, N: int, d: int, s: int, h: int) -> tuple[int, int]:
+    """``(FLOPs, bytes)`` of one launch of the backward by columns: the comment above its kernel."""
+    tiles, f = triton.cdiv(N, b.BN), triton.cdiv(d, b.BD)
+    flops = 2 * L * N * d * (f + h)
+    operands = f * (tiles * L + N * triton.cdiv(L, b.BM)) * d * s + tiles * L * d * s + 8 * N * d
+    return flops, operands + f * (16 * tiles * L + 8 * N + 4 * tiles)
+
+
+def cost(
+    batch: int, negatives: int, dim: int, dtype: torch.dtype, *, doc_to_query: bool = False, own: bool = False
+) -> dict:
+    """FLOPs and bytes of one forward and backward of the whole loss on the kernels: every launch of
+    :func:`mnr_forward` and :func:`mnr_backward`, with the blocks :func:`block_config` picks, by the formulas of the
+    comments above the kernels (pure Python: no triton launch, no GPU).
+
+    Args:
+        batch: Anchors ``W``, all on one rank (``offset = 0``, ``local = W``).
+        negatives: Hard-negative columns ``n``: the candidates are ``W * (1 + n)`` rows.
+        dim: Features ``d``.
+        dtype: The embeddings' dtype (float32, bfloat16 or float16).
+        doc_to_query: Also the doc_to_query direction.
+        own: ``hard_negatives="own"``: each anchor scores its own negatives only, row-wise.
+
+    Returns:
+        ``flops``: the matrix-product FLOPs on the real rows, columns and features (tensor cores, and the
+        row-wise products of own negatives; padding lanes and the ~10 elementwise operations per logit are not
+        counted). ``bytes``: what the kernels load and store (re-read operands mostly hit L2). ``gemm_equivalents``:
+        ``flops`` in units of one ``(batch, dim) x (dim, batch * (1 + negatives))`` product (sentence-transformers'
+        MNRL does 3: one forward, two backward). ``launches``: ``{"<kernel>/<direction>": {"flops",
+        "bytes"}}`` in launch order.
+    """
+    if batch < 1 or negatives < 0 or dim < 1:
+        raise ValueError(f"batch >= 1, negatives >= 0 and dim >= 1 needed, got {batch}, {negatives}, {dim}")
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
+    config, s = block_config(dtype, dim), dtype.itemsize
+    h = 1 if dtype == torch.float32 else 2
+    n_own = negatives if own else 0
+    directions = {"query_to_doc": (batch if own else batch * (1 + negatives), n_own)}
+    if doc_to_query:
+        directions["doc_to_query"] = (batch, 0)
+    launches = {}
+    for name, (columns, own_columns) in directions.items():
+        launches[f"forward/{name}"] = _forward_cost(config.forward, batch, columns, own_columns, dim, s)
+    for name, (columns, own_columns) in directions.items():
+        rows = _backward_rows_cost(config.backward_rows, batch, columns, own_columns, dim, s, h)
+        launches[f"backward_rows/{name}"] = rows
+        launches[f"backward_columns/{name}"] = _backward_columns_cost(
+            config.backward_columns, batch, columns, dim, s, h
+        )
+    flops = sum(f for f, _ in launches.values())
+    return {
+        "flops": flops,
+        "bytes": sum(b for _, b in launches.values()),
+        "gemm_equivalents": flops / (2 * batch * batch * (1 + negatives) * dim),
+        "launches": {name: {"flops": f, "bytes": b} for name, (f, b) in launches.items()},
+    }
 
 
 def precisions(dtype: torch.dtype) -> tuple[str, ...]:
@@ -439,7 +580,12 @@ class _Problem(NamedTuple):
     n_own: int  # own negatives per row, scored row-wise: n under ``own``, else 0
     q2d_columns: int  # columns of the query_to_doc tiles: W under ``own``, else W * (1 + n)
     config: BlockConfig
-    meta: dict  # the constexprs and launch options shared by every launch
+    meta: dict  # the constexprs and launch options shared by every launch (the blocks: :meth:`options`)
+
+    def options(self, kernel: str) -> dict:
+        """The keyword arguments of a launch of ``kernel`` (a name of :data:`KERNELS`)."""
+        blocks = getattr(self.config, kernel)._asdict()
+        return {**self.meta, **{key: value for key, value in blocks.items() if value is not None}}
 
 
 def _check_embeddings(q: Tensor, c: Tensor, offset: int, local: int) -> None:
@@ -483,11 +629,6 @@ def _check(q, c, scale, offset, local, own, query_ids, candidate_ids, threshold)
     meta = {
         "UPCAST": interpreting() and q.dtype == torch.bfloat16,  # triton-lang/triton#11584
         "PRECISION": precision(q.dtype),
-        "BM": config.BM,
-        "BN": config.BN,
-        "BK": config.BK,
-        "num_warps": config.num_warps,
-        "num_stages": config.num_stages,
         "enable_fp_fusion": True,  # Triton's default, named: left unset, Triton 3.9 warns that it will change
     }
     ids = (query_ids.contiguous(), candidate_ids.contiguous())
@@ -546,9 +687,9 @@ def mnr_forward(
         for name, x, y, ids, ncols, n_own in _directions(p, doc_to_query):
             lse, hardest = (torch.empty(local, dtype=torch.float32, device=q.device) for _ in range(2))
             masked, duplicates = (torch.empty(local, dtype=torch.int32, device=q.device) for _ in range(2))
-            _mnr_forward_kernel[(triton.cdiv(local, p.config.BM),)](
+            _mnr_forward_kernel[(triton.cdiv(local, p.config.forward.BM),)](
                 x, y, ids, p.threshold, p.scale, lse, hardest, masked, duplicates,
-                offset, local, ncols, p.world, n_own, q.shape[1], **p.meta,
+                offset, local, ncols, p.world, n_own, q.shape[1], **p.options("forward"),
             )  # fmt: skip
             out[name] = (lse, hardest, masked, duplicates)
     lse, hardest, masked, duplicates = out["query_to_doc"]
@@ -597,17 +738,17 @@ def mnr_backward(
     grad_q = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     grad_c = torch.zeros(c.shape, dtype=torch.float32, device=q.device)
     grads = {"query_to_doc": (grad_q, grad_c), "doc_to_query": (grad_c, grad_q)}  # (of x, of y)
-    d, cfg = q.shape[1], p.config
+    d, rows, columns = q.shape[1], p.config.backward_rows, p.config.backward_columns
     with _on_device(q):
         for name, x, y, ids, ncols, n_own in _directions(p, doc_to_query):
             grad_x, grad_y = grads[name]
             norm = norms[name].contiguous()
-            _mnr_backward_rows_kernel[(triton.cdiv(local, cfg.BM), triton.cdiv(d, cfg.BD))](
+            _mnr_backward_rows_kernel[(triton.cdiv(local, rows.BM), triton.cdiv(d, rows.BD))](
                 x, y, ids, p.threshold, p.scale, norm, grad_x, grad_c, float(weight),
-                offset, local, ncols, p.world, n_own, d, BD=cfg.BD, **p.meta,
+                offset, local, ncols, p.world, n_own, d, **p.options("backward_rows"),
             )  # fmt: skip
-            _mnr_backward_columns_kernel[(triton.cdiv(ncols, cfg.BN), triton.cdiv(d, cfg.BD))](
+            _mnr_backward_columns_kernel[(triton.cdiv(ncols, columns.BN), triton.cdiv(d, columns.BD))](
                 x, y, ids, p.threshold, p.scale, norm, grad_y, float(weight),
-                offset, local, ncols, d, BD=cfg.BD, **p.meta,
+                offset, local, ncols, d, **p.options("backward_columns"),
             )  # fmt: skip
     return MNRGradients(grad_q, grad_c)

@@ -106,8 +106,20 @@ PAIRWISE = [
     Case(130, 50, 1, "bf16", ids=False, doc_to_query=True, own=True, threshold=True, gathered=False),
     Case(130, 384, 0, "bf16", ids=True, doc_to_query=False, own=False, threshold=False, gathered=False),
 ]
+# Every backward accumulator width of kernels.block_config, each side of the switch from one program per row (BD >=
+# d: d = 1 to 512) to cdiv(d, 512) programs (d = 600: two halves, the second one partly masked; 1100: three).
+# d = 384 (the widest accumulator, 16-row tiles) is in PAIRWISE; 16 and 50 take the narrowest blocks.
+WIDTHS = [
+    Case(5, 100, 1, "fp32", ids=True, doc_to_query=True, own=True, threshold=True, gathered=False),  # BD = 128
+    Case(20, 200, 1, "fp32", ids=True, doc_to_query=True, own=False, threshold=True, gathered=True),  # BD = 256
+    Case(20, 200, 1, "bf16", ids=True, doc_to_query=True, own=True, threshold=True, gathered=True),  # BD = 256
+    Case(20, 600, 1, "bf16", ids=True, doc_to_query=True, own=True, threshold=True, gathered=True),  # 2 x 512
+    Case(5, 600, 2, "fp32", ids=True, doc_to_query=False, own=False, threshold=True, gathered=False),  # 2 x 512
+    Case(3, 1100, 1, "bf16", ids=False, doc_to_query=True, own=True, threshold=True, gathered=False),  # 3 x 512
+]
 CASES = [
     *PAIRWISE,
+    *WIDTHS,
     Case(64, 50, 1, "fp16", ids=True, doc_to_query=True, own=True, threshold=True, gathered=True),
     Case(7, 1, 1, "fp32", ids=True, doc_to_query=True, own=True, threshold=True, gathered=False),  # d = 1
 ]
@@ -261,10 +273,16 @@ def test_cases_cover_every_pair():
     assert not missing, "pairs no case covers: " + "; ".join(missing)
 
 
-def test_backward_is_deterministic(one_thread):
-    problem = make_problem(
-        Case(130, 50, 1, "bf16", ids=True, doc_to_query=True, own=True, threshold=True, gathered=False)
-    )
+@pytest.mark.parametrize(
+    "case",
+    [
+        Case(130, 50, 1, "bf16", ids=True, doc_to_query=True, own=True, threshold=True, gathered=False),
+        Case(17, 600, 1, "bf16", ids=True, doc_to_query=False, own=True, threshold=True, gathered=False),  # 2 x 512
+    ],
+    ids=lambda case: case.id,
+)
+def test_backward_is_deterministic(case: Case, one_thread):
+    problem = make_problem(case)
     ref = reference(problem)
     first, second = backward(problem, ref), backward(problem, ref)
     assert torch.equal(first.grad_q, second.grad_q)
@@ -363,3 +381,128 @@ def test_bad_inputs_raise_value_error(change: dict, match: str):
     kwargs.update({k: v for k, v in change.items() if k in ("threshold", "query_ids")})
     with pytest.raises(ValueError, match=match):
         kernels.mnr_forward(**args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "widths"),
+    [
+        pytest.param(torch.float32, (64, 128, 256, 512), id="fp32"),
+        pytest.param(torch.bfloat16, (128, 256, 512), id="bf16"),
+    ],
+)
+def test_the_backward_holds_every_feature_of_a_row_up_to_512_then_splits_them(dtype: torch.dtype, widths: tuple):
+    """Up to d = 512 one program owns all features of its rows (BD = the next power of two >= d, at least the
+    narrowest width): each similarity tile is computed once. Beyond, 512 features a program: two halves up to 1024."""
+    for d in [1, 2, 16, 50, 63, 64, 65, 100, 128, 129, 200, 256, 257, 384, 511, 512, 513, 600, 768, 1024, 1025, 4096]:
+        config = kernels.block_config(dtype, d)
+        rows, columns = config.backward_rows, config.backward_columns
+        assert rows.BD == columns.BD, d
+        assert rows.BD == min(max(widths[0], 1 << (d - 1).bit_length()), 512), d
+        assert math.ceil(d / rows.BD) == (1 if d <= 512 else math.ceil(d / 512)), d
+        # Wider accumulators, fewer owned rows (columns): at most 8192 fp32 entries, 32 registers a thread of 8 warps.
+        assert rows.BM * rows.BD <= 8192, d
+        assert columns.BN * columns.BD <= 8192, d
+        assert config.forward == kernels.block_config(dtype, 1).forward  # one forward configuration per dtype
+
+
+def test_cost_matches_a_hand_count():
+    """batch 20, one own hard negative per anchor, d = 600, bf16: the blocks are forward (BM, BN) = (64, 64), by
+    rows (16, 64), by columns (64, 16), BD = 512, so F = 2 feature blocks; L = 20 anchors, N = 20 columns (own: the
+    positives), s = 2 bytes, h = 2 products of p."""
+    forward_flops = 2 * 20 * 20 * 600 + 2 * 20 * 1 * 600  # similarity tile + own negatives, row-wise
+    forward_bytes = (
+        (1 * 20 + 20 * 1) * 600 * 2  # the 20 columns, once for the one row tile; the 20 rows, once per column tile
+        + 2 * 20 * 600 * 2  # own negatives and their anchors, row-wise
+        + 8 * (20 + 20 * 2)  # identities: the columns', the rows' and the own negatives'
+        + 4 * 20  # thresholds
+        + 4  # the scale, once per program
+        + 16 * 20  # logsumexp, hardest, masked, duplicates written
+    )
+    rows_flops = 2 * 20 * 20 * 600 * (2 + 2) + 2 * 20 * 600 * (2 + 2)  # 2 recomputes, hi + lo; own: 2 + 2
+    rows_bytes = (
+        2 * (2 * 20 + 20 * 1) * 600 * 2  # per feature block: 2 row tiles read the 20 columns, 20 rows 1 column tile
+        + 2 * 20 * 600 * 2  # the columns' feature blocks, for each of the 2 row tiles
+        + 8 * 20 * 600  # grad_x read and written, fp32
+        + 2 * (16 * 20 + 8 * 2 * 20 + 4 * 2)  # per feature block: rows' scalars, columns' identities, the scale
+        + 20 * (2 * (2 * 600 * 2 + 8) + 600 * (2 * 2 + 4))  # own: scored per block; multiplied, gradient written
+    )
+    columns_flops = 2 * 20 * 20 * 600 * (2 + 2)
+    columns_bytes = (
+        2 * (2 * 20 + 20 * 1) * 600 * 2  # per feature block: 2 column tiles read the 20 rows, 20 columns 1 row tile
+        + 2 * 20 * 600 * 2  # the rows' feature blocks, for each of the 2 column tiles
+        + 8 * 20 * 600  # grad_y read and written, fp32
+        + 2 * (16 * 2 * 20 + 8 * 20 + 4 * 2)  # per feature block: rows' scalars per column tile, identities, scale
+    )
+    assert (forward_flops, forward_bytes) == (504_000, 96_884)
+    assert (rows_flops, rows_bytes, columns_flops, columns_bytes) == (2_016_000, 481_616, 1_920_000, 289_616)
+    got = kernels.cost(20, 1, 600, torch.bfloat16, own=True)
+    assert got["launches"] == {
+        "forward/query_to_doc": {"flops": forward_flops, "bytes": forward_bytes},
+        "backward_rows/query_to_doc": {"flops": rows_flops, "bytes": rows_bytes},
+        "backward_columns/query_to_doc": {"flops": columns_flops, "bytes": columns_bytes},
+    }
+    assert got["flops"] == forward_flops + rows_flops + columns_flops
+    assert got["bytes"] == forward_bytes + rows_bytes + columns_bytes
+    assert got["gemm_equivalents"] == got["flops"] / (2 * 20 * 40 * 600)
+
+
+@pytest.mark.parametrize(("dim", "products"), [(384, 7), (768, 9), (1024, 9), (4096, 21)])
+def test_cost_in_matrix_products_for_bf16(dim: int, products: int):
+    """One forward (1) and the two backward kernels (cdiv(d, BD) + 2 each), in units of the forward's product."""
+    assert kernels.cost(256, 1, dim, torch.bfloat16)["gemm_equivalents"] == products
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"batch": 0}, {"negatives": -1}, {"dim": 0}, {"dtype": torch.float64}],
+    ids=["batch", "negatives", "dim", "dtype"],
+)
+def test_cost_rejects_bad_sizes(change: dict):
+    args = {"batch": 4, "negatives": 1, "dim": 8, "dtype": torch.float32} | change
+    with pytest.raises(ValueError, match="dtype" if "dtype" in change else "batch"):
+        kernels.cost(**args)
+
+
+def test_cost_counts_the_launches_the_launchers_make(monkeypatch: pytest.MonkeyPatch):
+    """cost() adds up the launches mnr_forward and mnr_backward make, in their order, with their grids and blocks
+    (the kernels are replaced by recorders: nothing runs)."""
+    launched = []
+
+    class Recorder:
+        def __init__(self, name: str):
+            self.name = name
+
+        def __getitem__(self, grid: tuple):
+            def launch(*args, **meta):
+                sizes = {key: meta[key] for key in ("BM", "BN", "BK", "BD") if key in meta}
+                launched.append((self.name, grid, sizes, meta["num_warps"], meta["num_stages"]))
+
+            return launch
+
+    for name, attribute in [
+        ("forward", "_mnr_forward_kernel"),
+        ("backward_rows", "_mnr_backward_rows_kernel"),
+        ("backward_columns", "_mnr_backward_columns_kernel"),
+    ]:
+        monkeypatch.setattr(kernels, attribute, Recorder(name))
+    world, n, d, dtype = 20, 2, 600, torch.bfloat16
+    q, c = torch.zeros(world, d, dtype=dtype), torch.zeros(world * (1 + n), d, dtype=dtype)
+    kwargs = {"offset": 0, "local": world, "own": True, "doc_to_query": True}
+    kernels.mnr_forward(q, c, torch.tensor(1.0), **kwargs)
+    norm = torch.zeros(world)
+    kernels.mnr_backward(q, c, torch.tensor(1.0), norm, norm, 0.05, **kwargs)
+
+    config = kernels.block_config(dtype, d)
+    columns = {"query_to_doc": world, "doc_to_query": world}  # own: the positives; doc_to_query: the queries
+    expected = []
+    for key in kernels.cost(world, n, d, dtype, doc_to_query=True, own=True)["launches"]:
+        kernel, direction = key.split("/")
+        blocks = getattr(config, kernel)
+        grid = {
+            "forward": (math.ceil(world / blocks.BM),),
+            "backward_rows": (math.ceil(world / blocks.BM), math.ceil(d / (blocks.BD or 1))),
+            "backward_columns": (math.ceil(columns[direction] / blocks.BN), math.ceil(d / (blocks.BD or 1))),
+        }[kernel]
+        sizes = {key: value for key, value in blocks._asdict().items() if key in ("BM", "BN", "BK", "BD") and value}
+        expected.append((kernel, grid, sizes, blocks.num_warps, blocks.num_stages))
+    assert launched == expected
