@@ -20,7 +20,7 @@ How each is counted (``BC`` = B x C logits, ``b`` bytes per element):
   about 22 float32 reads and writes (the product's output; scale and mask; the statistics; logsumexp's max,
   shift, exp and sum; the probabilities' shift, exp and weight; the two products reading them): ``88 * BC``
   bytes, through tiles of about 4M logits that never make a B x B matrix.
-- **The fused kernel**: the FLOPs of every launch from :func:`st_mnr_plus.losses.kernels.cost` (the similarity
+- **The fused kernel**: the FLOPs of every launch from :func:`st_mnr_plus.losses.kernel_config.cost` (the similarity
   tiles the backward recomputes included), for the block configuration the launchers pick. Its operands are
   re-read tile by tile, but programs that run at the same time stream the same column tiles, so most of those
   reads hit L2 (``cost()["bytes"]`` counts them all: the L2 traffic). The DRAM bytes here are each launch reading
@@ -42,6 +42,8 @@ of these (often 50-70% of the tensor-core peak), so read the ratios between the 
 from __future__ import annotations
 
 import torch
+
+from st_mnr_plus.losses import kernel_config
 
 SIZES = (1024, 16384, 65536)
 DIMS = (384, 768)
@@ -72,9 +74,7 @@ def torch_path(batch: int, dim: int) -> dict[str, float]:
 
 
 def kernel(batch: int, dim: int) -> dict[str, float]:
-    from st_mnr_plus.losses import kernels
-
-    figures = kernels.cost(batch, 0, dim, torch.bfloat16)
+    figures = kernel_config.cost(batch, 0, dim, torch.bfloat16)
     return {
         "flops": figures["flops"],
         "bytes": 6 * batch * dim * 2 + 16 * batch * dim,

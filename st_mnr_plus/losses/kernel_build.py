@@ -15,11 +15,11 @@ Why the compiler runs in worker processes: ``@triton.jit`` decides at decoration
 compilable ``JITFunction`` or an ``InterpretedFunction``, from ``TRITON_INTERPRET``; with the interpreter on, the
 kernels of :mod:`.kernels` and the ``@jit`` functions of ``triton.language`` itself (``tl.sum``, ``tl.max``) are
 interpreted and cannot be compiled. The interpreter tests set it for the whole test process. So compilation runs
-in fresh processes (``python kernel_build.py --worker``, jobs as JSON on stdin, records on stdout) whose
-environment has ``TRITON_INTERPRET`` removed, which load ``kernels.py`` from its file rather than through the
-package (whose ``__init__`` imports sentence-transformers: seconds per worker). That also spreads the compiles
-over the machine's cores. Only where this process's kernels are compilable does :func:`compile_configuration`
-compile in place.
+in fresh processes (``python -m st_mnr_plus.losses.kernel_build --worker``, jobs as JSON on stdin, records on
+stdout) whose environment has ``TRITON_INTERPRET`` removed; they import :mod:`.kernels` and nothing heavy
+(``st_mnr_plus.losses`` loads its loss modules, and with them sentence-transformers, only when they are asked
+for). That also spreads the compiles over the machine's cores. Only where this process's kernels are compilable
+does :func:`compile_configuration` compile in place.
 """
 
 from __future__ import annotations
@@ -103,16 +103,8 @@ _LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
 
 def _load_kernels() -> ModuleType:
-    """:mod:`.kernels`: through the package when imported from it, else (a worker, run as a script) from its file."""
-    if __package__:
-        return importlib.import_module(f"{__package__}.kernels")
-    name = "_st_mnr_plus_kernels"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("kernels.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # before it runs: triton resolves the kernels' globals through their module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """:mod:`.kernels`, imported here (in a worker: without the interpreter, so its kernels compile)."""
+    return importlib.import_module("st_mnr_plus.losses.kernels")
 
 
 @dataclass(frozen=True)
@@ -256,7 +248,10 @@ def compile_all(
     jobs = [(config.to_json(), arch) for arch in archs for config in configs]
     processes = max(1, min(processes or os.cpu_count() or 1, len(jobs)))
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker"]
+    # The package as this process sees it, installed or not (the workers import st_mnr_plus.losses.kernels).
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    command = [sys.executable, "-m", "st_mnr_plus.losses.kernel_build", "--worker"]
     results: list[list[dict]] = []
     with contextlib.ExitStack() as stack:
         workers = []

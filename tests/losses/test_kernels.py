@@ -32,7 +32,7 @@ if os.environ.get("TRITON_INTERPRET") == "0":  # tests/conftest.py on a GPU mach
 os.environ["TRITON_INTERPRET"] = "1"
 
 pytest.importorskip("triton")
-from st_mnr_plus.losses import kernels
+from st_mnr_plus.losses import kernel_config, kernels
 
 if not kernels.interpreting():  # imported earlier in this process without the interpreter: these tests cannot run
     raise RuntimeError("st_mnr_plus.losses.kernels was imported before this module set TRITON_INTERPRET=1")
@@ -359,7 +359,7 @@ def test_compiled_launchers_refuse_cpu_tensors():
 def test_fp32_products_use_tf32_only_where_pytorch_matmul_does(monkeypatch: pytest.MonkeyPatch):
     assert not kernels.matmul_allows_tf32()  # PyTorch's default
     assert kernels.precision(torch.float32) == "ieee"
-    monkeypatch.setattr(kernels, "matmul_allows_tf32", lambda: True)
+    monkeypatch.setattr(kernel_config, "matmul_allows_tf32", lambda: True)
     assert kernels.precision(torch.float32) == "tf32"
     assert kernels.precision(torch.bfloat16) == kernels.precision(torch.float16) == "ieee"  # ignored for 16 bits
 
