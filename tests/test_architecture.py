@@ -389,3 +389,26 @@ def test_installed_versions_are_inside_the_declared_ranges():
             outside.append(f"{requirement.name} {installed} is outside {requirement.specifier}")
     assert {r.name for r in requirements} >= {"sentence-transformers", "transformers", "datasets", "pyarrow"}
     assert not outside, "Installed versions outside pyproject.toml's ranges:\n  " + "\n  ".join(outside)
+
+
+def test_ci_pins_every_lower_bound_in_constraints_oldest():
+    # .ci/run tests the oldest admitted versions by installing under .ci/constraints-oldest.txt: a lower bound
+    # moved in pyproject.toml without its pin would leave CI testing another version as "the oldest".
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    lower_bounds = {
+        requirement.name: Version(spec.version)
+        for requirement in map(Requirement, project["dependencies"])
+        for spec in requirement.specifier
+        if spec.operator == ">=" and requirement.name != "torch"  # torch==2.13.0 is installed first, at both ends
+    }
+    lines = (ROOT.parent / ".ci" / "constraints-oldest.txt").read_text(encoding="utf-8").splitlines()
+    pins = {}
+    for requirement in (Requirement(line) for line in lines if line.strip() and not line.startswith("#")):
+        (spec,) = requirement.specifier
+        assert spec.operator == "==", f"{requirement} in .ci/constraints-oldest.txt is not an == pin"
+        pins[requirement.name] = Version(spec.version)
+    assert pins == lower_bounds

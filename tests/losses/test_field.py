@@ -346,6 +346,7 @@ def test_forward_and_backward_never_wait_for_the_device(options):
         "masked_fraction",
         "masked_duplicates",
         "scale",
+        "backend",
     }
 
 
