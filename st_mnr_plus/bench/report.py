@@ -19,46 +19,56 @@ class BenchSettingsError(ConfigurationError):
 SCHEMA = 1
 
 
-def ratios(results: Sequence[dict[str, Any]], baselines: dict[str, str]) -> list[dict[str, Any]]:
-    """One row per (group, variant other than the group's baseline): speed-up and memory ratio.
+def ratios(results: Sequence[dict[str, Any]], baselines: dict[str, str | Sequence[str]]) -> list[dict[str, Any]]:
+    """One row per (group, variant that is not a baseline of the group, baseline): speed-up and memory ratio.
 
-    ``speedup`` is the baseline's median time over the variant's (above 1: the variant is faster);
-    ``memory_ratio`` is the variant's peak extra memory over the baseline's (below 1: it needs less), where both
-    report one.
+    ``baselines`` maps a group to its baseline's name, or to several (the cached section compares each of its
+    variants with sentence-transformers' loss in each mini-batch setting): every other variant of the group is
+    compared with each. ``speedup`` is the baseline's median time over the variant's (above 1: the variant is
+    faster); ``memory_ratio`` is the variant's peak extra memory over the baseline's (below 1: it needs less),
+    where both report one.
     """
     by_group: dict[str, dict[str, dict[str, Any]]] = {}
     for result in results:
         by_group.setdefault(result["group"], {})[result["name"]] = result
     rows = []
     for group, variants in by_group.items():
-        baseline_name = baselines.get(group)
-        baseline = variants.get(baseline_name) if baseline_name else None
+        names = baselines.get(group)
+        baseline_names: list[str | None] = [names] if isinstance(names, str) else list(names or []) or [None]
         for name, result in variants.items():
-            if name == baseline_name:
+            if name in baseline_names:
                 continue
-            row: dict[str, Any] = {"group": group, "variant": name, "baseline": baseline_name}
-            ours, theirs = result.get("stats", {}), (baseline or {}).get("stats", {})
-            row["variant_median_s"] = ours.get("median")
-            row["baseline_median_s"] = theirs.get("median")
-            row["speedup"] = theirs["median"] / ours["median"] if ours.get("median") and theirs.get("median") else None
-            mine, base = result["extra"].get("peak_extra_gib"), (baseline or {}).get("extra", {}).get("peak_extra_gib")
-            row["memory_ratio"] = mine / base if mine is not None and base else None
-            for key in ("samples_per_s", "peak_extra_gib"):
-                if key in result["extra"]:
-                    row[f"variant_{key}"] = result["extra"][key]
-                if baseline is not None and key in baseline["extra"]:
-                    row[f"baseline_{key}"] = baseline["extra"][key]
-            errors = [
-                f"{r['name']}: {r['extra'][key]}"
-                for r in (result, baseline)
-                if r is not None
-                for key in ("error", "memory_error")
-                if key in r["extra"]
-            ]
-            if errors:
-                row["error"] = "; ".join(errors)
-            rows.append(row)
+            for baseline_name in baseline_names:
+                rows.append(_ratio_row(group, result, baseline_name, variants.get(baseline_name)))
     return rows
+
+
+def _ratio_row(
+    group: str, result: dict[str, Any], baseline_name: str | None, baseline: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The comparison of one variant's result with its baseline's (``None``: the group has none)."""
+    row: dict[str, Any] = {"group": group, "variant": result["name"], "baseline": baseline_name}
+    ours, theirs = result.get("stats", {}), (baseline or {}).get("stats", {})
+    row["variant_median_s"] = ours.get("median")
+    row["baseline_median_s"] = theirs.get("median")
+    row["speedup"] = theirs["median"] / ours["median"] if ours.get("median") and theirs.get("median") else None
+    mine, base = result["extra"].get("peak_extra_gib"), (baseline or {}).get("extra", {}).get("peak_extra_gib")
+    row["memory_ratio"] = mine / base if mine is not None and base else None
+    for key in ("samples_per_s", "peak_extra_gib", "encoder_padded_tokens"):
+        if key in result["extra"]:
+            row[f"variant_{key}"] = result["extra"][key]
+        if baseline is not None and key in baseline["extra"]:
+            row[f"baseline_{key}"] = baseline["extra"][key]
+    errors = [
+        f"{r['name']}: {r['extra'][key]}"
+        for r in (result, baseline)
+        if r is not None
+        for key in ("error", "memory_error")
+        if key in r["extra"]
+    ]
+    if errors:
+        row["error"] = "; ".join(errors)
+    return row
 
 
 def _seconds(value: float | None) -> str:
@@ -76,6 +86,11 @@ def _detail(row: dict[str, Any]) -> str:
     if "variant_samples_per_s" in row:
         parts.append(
             f"{row['variant_samples_per_s']:.1f} vs {row.get('baseline_samples_per_s', float('nan')):.1f} samples/s"
+        )
+    if "variant_encoder_padded_tokens" in row:
+        base = row.get("baseline_encoder_padded_tokens")
+        parts.append(
+            f"encoder tokens {row['variant_encoder_padded_tokens']:,} vs " + (f"{base:,}" if base is not None else "-")
         )
     if "variant_peak_extra_gib" in row:
         base = row.get("baseline_peak_extra_gib")

@@ -7,6 +7,10 @@ Three comparisons, each st-mnr-plus's component beside the sentence-transformers
   :func:`measure_loss_memory` (peak RSS of a fresh process on CPU, ``torch.cuda.max_memory_allocated`` on GPU);
 * step: training steps of a real model through ``SentenceTransformerTrainer`` with MNRPlus (length-grouped) vs
   MNRL on real sentence pairs (:func:`trainer_steps`);
+* cached: one training step (forward + backward) of a real model with :class:`~st_mnr_plus.CachedMNRPlus` vs
+  ``CachedMultipleNegativesRankingLoss`` (CMNRL), each with ``mini_batch_size`` or with ``mini_batch_num_tokens``,
+  named by :func:`cached_variant` (:func:`make_cached_loss`, :func:`tokenized_columns`, :func:`training_step`,
+  :func:`count_encoder_inputs`, :func:`real_tokens`);
 * sampler: building :class:`~st_mnr_plus.NoDuplicatesSampler` and drawing one epoch vs
   ``NoDuplicatesBatchSampler`` (:func:`one_epoch`).
 
@@ -23,9 +27,11 @@ import itertools
 import json
 import logging
 import random
+import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -37,11 +43,15 @@ from st_mnr_plus.bench.memory import peak_rss_mib
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CACHED_LOSSES",
     "LOSSES",
     "SAMPLER_KINDS",
     "STEP_LOSSES",
+    "cached_variant",
+    "count_encoder_inputs",
     "load_model",
     "loss_step",
+    "make_cached_loss",
     "make_embeddings",
     "make_loss",
     "make_sampler",
@@ -49,14 +59,20 @@ __all__ = [
     "measure_loss_memory",
     "one_epoch",
     "packaged_text_pairs",
+    "parse_cached_variant",
+    "real_tokens",
     "set_dropout",
     "synthetic_pairs",
+    "tokenized_columns",
     "trainer_steps",
+    "training_step",
 ]
 
 GIB = 1024**3
 LOSSES = ("mnrl", "mnr_plus")
 STEP_LOSSES = ("mnrl", "mnr_plus", "mnr_plus_ungrouped")
+#: The sentence-transformers original first: it is the baseline of every cached comparison.
+CACHED_LOSSES = ("cmnrl", "cached_mnr_plus")
 SAMPLER_KINDS = ("st_plain", "st_hashed", "ours")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -310,6 +326,116 @@ def trainer_steps(
 def fresh_copy(model: nn.Module) -> nn.Module:
     """A deep copy of ``model``: every variant of a step benchmark starts from the same weights."""
     return copy.deepcopy(model)
+
+
+# ----------------------------------------------------------------------------------------------------- cached
+
+_CACHED_VARIANT = re.compile(r"(?P<loss>[a-z_]+)-(?:mbs(?P<rows>[0-9]+)|tok(?P<tokens>[0-9]+))")
+
+
+def cached_variant(loss: str, *, mini_batch_size: int | None = None, mini_batch_num_tokens: int | None = None) -> str:
+    """The name of a cached loss with one mini-batching setting, which says the sentence-transformers setting run.
+
+    ``cached_variant("cmnrl", mini_batch_size=64)`` is ``"cmnrl-mbs64"`` (``mini_batch_size=64``);
+    ``cached_variant("cached_mnr_plus", mini_batch_num_tokens=1024)`` is ``"cached_mnr_plus-tok1024"``
+    (``mini_batch_num_tokens=1024``, which makes both losses ignore ``mini_batch_size``). Exactly one of the two
+    must be given. :func:`make_cached_loss` builds the loss a name names.
+    """
+    if loss not in CACHED_LOSSES:
+        raise ValueError(f"loss must be one of {CACHED_LOSSES}, got {loss!r}")
+    if (mini_batch_size is None) == (mini_batch_num_tokens is None):
+        raise ValueError(
+            "give exactly one of mini_batch_size and mini_batch_num_tokens, "
+            f"got mini_batch_size={mini_batch_size}, mini_batch_num_tokens={mini_batch_num_tokens}"
+        )
+    value = mini_batch_size if mini_batch_size is not None else mini_batch_num_tokens
+    if value < 1:
+        raise ValueError(f"the mini-batch setting must be a positive integer, got {value}")
+    return f"{loss}-mbs{value}" if mini_batch_size is not None else f"{loss}-tok{value}"
+
+
+def parse_cached_variant(name: str) -> tuple[str, dict[str, int]]:
+    """The loss and the keyword arguments a :func:`cached_variant` name stands for.
+
+    ``"cmnrl-tok4096"`` gives ``("cmnrl", {"mini_batch_num_tokens": 4096})``.
+    """
+    match = _CACHED_VARIANT.fullmatch(name)
+    if match is None or match["loss"] not in CACHED_LOSSES:
+        raise ValueError(
+            f"a cached variant is '<loss>-mbs<rows>' or '<loss>-tok<tokens>' with loss one of {CACHED_LOSSES}, "
+            f"got {name!r}"
+        )
+    if match["rows"] is not None:
+        return match["loss"], {"mini_batch_size": int(match["rows"])}
+    return match["loss"], {"mini_batch_num_tokens": int(match["tokens"])}
+
+
+def make_cached_loss(variant: str, model: nn.Module) -> nn.Module:
+    """The cached loss a :func:`cached_variant` name names, on ``model``, every other option at its default.
+
+    ``cmnrl-*``: sentence-transformers' ``CachedMultipleNegativesRankingLoss``; ``cached_mnr_plus-*``:
+    :class:`~st_mnr_plus.CachedMNRPlus` (length-grouped, its default).
+    """
+    loss, kwargs = parse_cached_variant(variant)
+    if loss == "cmnrl":
+        from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+
+        return CachedMultipleNegativesRankingLoss(model, **kwargs)
+    from st_mnr_plus.losses import CachedMNRPlus
+
+    return CachedMNRPlus(model, **kwargs)
+
+
+def tokenized_columns(
+    model: nn.Module, pairs: Sequence[tuple[str, str]], batch_size: int, *, device: str | torch.device = "cpu"
+) -> list[dict[str, Tensor]]:
+    """The (anchor, positive) columns of the first ``batch_size`` pairs (repeated if too few), tokenized by
+    ``model`` and on ``device``: a training batch as the trainer hands it to the loss."""
+    from sentence_transformers.util import batch_to_device
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    rows = [pairs[i % len(pairs)] for i in range(batch_size)]
+    return [batch_to_device(model.preprocess(list(column)), device) for column in zip(*rows, strict=True)]
+
+
+def real_tokens(features: Sequence[dict[str, Tensor]]) -> int:
+    """The non-padding tokens of a tokenized batch, every column once: what no mini-batching can avoid embedding
+    (a cached loss embeds them twice a step)."""
+    return sum(int(column["attention_mask"].sum()) for column in features)
+
+
+def training_step(loss_fn: nn.Module, model: nn.Module, features: list[dict[str, Tensor]]) -> float:
+    """Forward and backward of one batch; returns the loss. Gradients are cleared first, not stepped.
+
+    A cached loss runs all three of its stages here: the first encoder pass, the loss with its gradients, and
+    the second encoder pass (in ``backward``).
+    """
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(features, None)
+    loss.backward()
+    return loss.item()
+
+
+@contextmanager
+def count_encoder_inputs(model: nn.Module) -> Iterator[dict[str, int]]:
+    """Count, while the block runs, ``model``'s forward calls and the padded tokens (rows x width) they embed.
+
+    Yields the counts, ``{"calls": ..., "tokens": ...}``, updated in place. A cached loss's step calls the model
+    twice per mini-batch, so both passes are counted.
+    """
+    counts = {"calls": 0, "tokens": 0}
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        features = args[0] if args else kwargs["input"]
+        counts["calls"] += 1
+        counts["tokens"] += int(features["input_ids"].numel())
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield counts
+    finally:
+        handle.remove()
 
 
 # ---------------------------------------------------------------------------------------------------- sampler

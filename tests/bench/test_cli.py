@@ -13,6 +13,7 @@ import torch
 
 from st_mnr_plus.bench import report
 from st_mnr_plus.bench.harness import Measurement, time_call
+from st_mnr_plus.bench.workloads import cached_variant, parse_cached_variant
 from st_mnr_plus.cli import main
 
 TINY = [
@@ -33,7 +34,24 @@ TINY = [
     "16",
     "--repeats",
     "2",
+    "--cached-batch-size",
+    "16",
+    "--mini-batch-size",
+    "4",
+    "--mini-batch-num-tokens",
+    "48",
 ]
+CACHED_VARIANTS = {"cmnrl-mbs4", "cached_mnr_plus-mbs4", "cmnrl-tok48", "cached_mnr_plus-tok48"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny sizes: one thread is as fast, and does not spin-wait on a busy 2-core machine (module-scoped, unlike
+    tests/losses' ``one_thread``, because the shared run below is)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +78,18 @@ def test_quick_run_prints_the_ratio_table(first_run: dict[str, Any]) -> None:
     assert "speed-up" in lines[1]
     assert "memory ours/theirs" in lines[1]
     rows = {tuple(line.split()[:2]) for line in lines[3:] if line and not line.startswith(("speed-up", "wrote"))}
-    groups = {line.split()[0] for line in lines[3:] if line.startswith(("loss ", "step ", "sampler "))}
-    assert groups == {"loss", "step", "sampler"}, rows
+    groups = {line.split()[0] for line in lines[3:] if line.startswith(("loss ", "step ", "cached ", "sampler "))}
+    assert groups == {"loss", "step", "cached", "sampler"}, rows
     loss_line = next(line for line in lines if line.startswith("loss B=64 d=16 neg=0 float32"))
     assert " mnr_plus " in loss_line
     assert " mnrl " in loss_line
     assert "peak +" in loss_line  # the fresh-process memory figures
     step_line = next(line for line in lines if line.startswith("step "))
     assert "samples/s" in step_line
+    cached_line = next(line for line in lines if " cached_mnr_plus-tok48 " in line and " cmnrl-mbs4 " in line)
+    assert cached_line.startswith("cached ")
+    assert "samples/s" in cached_line
+    assert "encoder tokens" in cached_line
     assert "wrote" in lines[-1]
 
 
@@ -77,13 +99,14 @@ def test_quick_run_writes_json(first_run: dict[str, Any]) -> None:
     assert document["machine"]["device"] == "cpu"
     assert document["machine"]["torch"] == torch.__version__
     assert document["settings"]["batch_size"] == 64
-    assert document["settings"]["sections"] == ["loss", "step", "sampler"]
+    assert document["settings"]["sections"] == ["loss", "step", "cached", "sampler"]
     names = {(r["group"].split()[0], r["name"]) for r in document["results"]}
     assert names == {
         ("loss", "mnrl"),
         ("loss", "mnr_plus"),
         ("step", "mnrl"),
         ("step", "mnr_plus"),
+        *(("cached", name) for name in CACHED_VARIANTS),
         ("sampler", "st_plain"),
         ("sampler", "st_hashed"),
         ("sampler", "ours"),
@@ -100,6 +123,11 @@ def test_quick_run_writes_json(first_run: dict[str, Any]) -> None:
     assert set(ratios) == {
         ("loss", "mnr_plus", "mnrl"),
         ("step", "mnr_plus", "mnrl"),
+        *(
+            ("cached", ours, theirs)
+            for ours in ("cached_mnr_plus-mbs4", "cached_mnr_plus-tok48")
+            for theirs in ("cmnrl-mbs4", "cmnrl-tok48")
+        ),
         ("sampler", "st_hashed", "st_plain"),
         ("sampler", "ours", "st_plain"),
     }
@@ -156,11 +184,55 @@ def test_compare_rejects_a_bad_file(tmp_path: Path, capsys, content: str, messag
 
 
 @pytest.mark.parametrize(
-    ("argument", "value"), [("--batch-size", "0"), ("--steps", "-1"), ("--sampler-rows", "0"), ("--negatives", "-1")]
+    ("argument", "value"),
+    [
+        ("--batch-size", "0"),
+        ("--steps", "-1"),
+        ("--sampler-rows", "0"),
+        ("--negatives", "-1"),
+        ("--cached-batch-size", "0"),
+        ("--mini-batch-size", "0"),
+        ("--mini-batch-num-tokens", "0"),
+    ],
 )
 def test_bad_sizes_are_refused(tmp_path: Path, capsys, argument: str, value: str) -> None:
     assert main(["bench", "--quick", argument, value, "--output-dir", str(tmp_path)]) == 2
     assert argument in capsys.readouterr().err
+
+
+def test_cached_section_alone(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    """``--only cached`` with two token budgets: every CachedMNRPlus setting against every CMNRL one."""
+    argv = ["bench", *TINY, "--only", "cached", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path)]
+    assert main([*argv, "--mini-batch-num-tokens", "96", "--rounds", "2", "--no-plot"]) == 0
+    assert "cached_mnr_plus-tok96" in capsys.readouterr().out
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["settings"]["sections"] == ["cached"]
+    assert document["settings"]["mini_batch_num_tokens"] == [48, 96]
+    results = {r["name"]: r for r in document["results"]}
+    assert set(results) == {*CACHED_VARIANTS, "cmnrl-tok96", "cached_mnr_plus-tok96"}
+    (group,) = {r["group"] for r in results.values()}
+    assert group == f"cached {tiny_model_dir.name} B=16 L=128"
+    for name, result in results.items():
+        _, kwargs = parse_cached_variant(name)
+        assert result["params"] == {"batch": 16, "max_seq_length": 128, **kwargs}, name
+        assert len(result["times"]) == 2, name  # --rounds 2 of --cached-steps 1
+        extra = result["extra"]
+        assert extra["encoder_padded_tokens"] >= 2 * extra["real_tokens"] > 0, name  # both passes count
+    # 16 rows of 2 columns in mini-batches of 4, each embedded twice.
+    assert results["cmnrl-mbs4"]["extra"]["encoder_calls"] == 16
+    assert results["cached_mnr_plus-mbs4"]["extra"]["encoder_calls"] == 16
+    # Sorted rows split into equal mini-batches never pad more than the same split in the batch's order.
+    ours, theirs = results["cached_mnr_plus-mbs4"]["extra"], results["cmnrl-mbs4"]["extra"]
+    assert ours["encoder_padded_tokens"] <= theirs["encoder_padded_tokens"]
+    ratios = {(r["variant"], r["baseline"]): r for r in document["ratios"]}
+    ours_names = ("cached_mnr_plus-mbs4", "cached_mnr_plus-tok48", "cached_mnr_plus-tok96")
+    theirs_names = ("cmnrl-mbs4", "cmnrl-tok48", "cmnrl-tok96")
+    assert set(ratios) == {(o, t) for o in ours_names for t in theirs_names}
+    for (variant, baseline), row in ratios.items():
+        assert row["speedup"] == pytest.approx(
+            results[baseline]["stats"]["median"] / results[variant]["stats"]["median"]
+        )
+        assert row["variant_encoder_padded_tokens"] == results[variant]["extra"]["encoder_padded_tokens"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -180,6 +252,51 @@ def test_time_call_counts_warmup_and_repeats() -> None:
     assert result == 5
     with pytest.raises(ValueError, match="repeats"):
         time_call(lambda: None, repeats=0)
+
+
+@pytest.mark.parametrize(
+    ("loss", "kwargs", "name"),
+    [
+        ("cmnrl", {"mini_batch_size": 64}, "cmnrl-mbs64"),
+        ("cached_mnr_plus", {"mini_batch_num_tokens": 4096}, "cached_mnr_plus-tok4096"),
+    ],
+)
+def test_cached_variant_names_the_setting(loss: str, kwargs: dict[str, int], name: str) -> None:
+    assert cached_variant(loss, **kwargs) == name
+    assert parse_cached_variant(name) == (loss, kwargs)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        pytest.param(lambda: cached_variant("mnrl", mini_batch_size=64), "loss must be one of", id="loss"),
+        pytest.param(lambda: cached_variant("cmnrl"), "exactly one of", id="neither"),
+        pytest.param(
+            lambda: cached_variant("cmnrl", mini_batch_size=8, mini_batch_num_tokens=8), "exactly one of", id="both"
+        ),
+        pytest.param(lambda: cached_variant("cmnrl", mini_batch_size=0), "positive", id="zero"),
+        pytest.param(lambda: parse_cached_variant("cmnrl-64"), "'<loss>-mbs<rows>'", id="no-setting"),
+        pytest.param(lambda: parse_cached_variant("mnrl-mbs64"), "'<loss>-mbs<rows>'", id="not-cached"),
+    ],
+)
+def test_cached_variant_rejects(call: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_ratios_against_several_baselines() -> None:
+    def result(name: str, median: float) -> dict[str, Any]:
+        return Measurement(group="g", name=name, params={}, times=[median]).to_dict()
+
+    results = [result("theirs-a", 4.0), result("ours-a", 2.0), result("theirs-b", 3.0), result("ours-b", 1.0)]
+    rows = report.ratios(results, {"g": ["theirs-a", "theirs-b"]})
+    speedups = {(row["variant"], row["baseline"]): row["speedup"] for row in rows}
+    assert speedups == {
+        ("ours-a", "theirs-a"): 2.0,
+        ("ours-a", "theirs-b"): 1.5,
+        ("ours-b", "theirs-a"): 4.0,
+        ("ours-b", "theirs-b"): 3.0,
+    }
 
 
 def test_ratios_and_compare_by_hand() -> None:
