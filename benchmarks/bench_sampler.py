@@ -38,8 +38,8 @@ import pytest
 # Both samplers' modules at collection (see above): make_sampler imports them where it builds one.
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler  # noqa: F401
 
-from st_mnr_plus.bench.workloads import make_sampler, one_epoch, synthetic_pairs
 from st_mnr_plus.bench.memory import peak_rss_mib
+from st_mnr_plus.bench.workloads import make_sampler, one_epoch, synthetic_pairs
 from st_mnr_plus.sampler import NoDuplicatesSampler  # noqa: F401
 
 ST_PLAIN_FRACTION = 0.1

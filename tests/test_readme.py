@@ -18,6 +18,7 @@ import json
 import re
 import shlex
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,9 +300,12 @@ def _run(command: str, tmp_path: Path, capsys) -> str:
         command = command.replace(old, new.format(tmp=tmp_path))
     argv = shlex.split(command)
     if argv[0] != "st-mnr-plus":
+        import os
         import subprocess
 
-        proc = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=1800)
+        # The script calls st-mnr-plus and python by name: those of the environment running the tests, activated or not.
+        env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+        proc = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=1800)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc.stdout
     try:

@@ -29,6 +29,7 @@ RECIPE_TRAINER_DEFAULTS: dict[str, tuple[Any, str]] = {
     "logging_steps": (None, "a tenth of the run, at most 10 steps"),
     "report_to": (None, "none when the hub is offline (HF_HUB_OFFLINE=1), else the trainer's default"),
     "disable_tqdm": (False, "false"),
+    "dataloader_pin_memory": (None, "true with a GPU (or another accelerator), else false: pinning needs one"),
 }
 
 # Trainer fields the recipe sets from its own options.
@@ -40,6 +41,17 @@ def training_argument_names() -> list[str]:
     from sentence_transformers import SentenceTransformerTrainingArguments
 
     return [f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments) if f.init]
+
+
+def accelerator_available() -> bool:
+    """Whether torch sees a GPU or another accelerator (pinned memory is only of use, and torch only stays quiet
+    about it, with one)."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if accelerator is not None:
+        return bool(accelerator.is_available())
+    return bool(torch.cuda.is_available())
 
 
 def check_training_keys(values: Mapping[str, Any]) -> None:
@@ -99,6 +111,7 @@ def trainer_values(
     # In steps, not as a ratio: the trainer compares these with a resumed checkpoint's and warns when they differ.
     values.setdefault("eval_steps", max(1, (total_steps or 4) // 4))
     values.setdefault("save_steps", values["eval_steps"])
+    values.setdefault("dataloader_pin_memory", accelerator_available())
     if "report_to" not in values and hub_offline():
         values["report_to"] = "none"
     if "logging_steps" not in values:

