@@ -194,8 +194,8 @@ def test_loss_stage(benchmark, impl: str, batch_size: int, dim: int) -> None:
 # --------------------------------------------------------------------------------------------- end to end
 
 E2E_SMOKE_SIZE = 96  # a ragged last mini-batch of 64 rows
-# Smoke mode runs B = 96 except the 4,096-token budget, which puts each column into one mini-batch for both losses
-# there: the code path of tok1024 with a larger number, a step's time (~4 s) for nothing a smoke run checks.
+# Smoke mode runs B = 96, under -m slow (a MiniLM step each, ~5 s), except the 4,096-token budget, which puts
+# each column into one mini-batch for both losses there: the code path of tok1024 with a larger number.
 E2E_CASES = [
     pytest.param(
         batch_size,
@@ -203,7 +203,7 @@ E2E_CASES = [
         id=f"B{batch_size}-{impl}",
         marks=pytest.mark.large
         if batch_size > E2E_SMOKE_SIZE or impl.endswith(f"-tok{MINI_BATCH_NUM_TOKENS[-1]}")
-        else (),
+        else pytest.mark.slow,
     )
     for batch_size in (E2E_SMOKE_SIZE, 1024, 4096)
     for impl in E2E_VARIANTS
@@ -311,6 +311,7 @@ def test_static_memory(benchmark, impl: str, batch_size: int) -> None:
     assert result["peak_rss_gib"] >= result["baseline_rss_gib"] > 0
 
 
+@pytest.mark.slow  # a fresh process that imports sentence-transformers: ~8 s
 def test_fresh_process_smoke() -> None:
     """The fresh-process entry the memory figures come from, at a tiny size (the sizes above are all large)."""
     result = run_fresh(["static", "--loss", "mnr_plus", "--batch", "64"], cap_gib=8)

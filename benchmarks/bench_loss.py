@@ -110,7 +110,7 @@ def run_in_subprocess(
 
 
 MEMORY_SIZES = [
-    pytest.param(256, 384, 0, id="B256-d384-neg0"),
+    pytest.param(256, 384, 0, id="B256-d384-neg0", marks=pytest.mark.slow),  # two fresh processes: ~15 s
     pytest.param(16384, 768, 0, id="B16384-d768-neg0", marks=pytest.mark.large),
     pytest.param(16384, 768, 1, id="B16384-d768-neg1", marks=pytest.mark.large),
 ]

@@ -119,6 +119,7 @@ def test_epoch(benchmark, kind: str, rows: int, batch: int) -> None:
         assert report["batches_with_duplicates"] == 0
 
 
+@pytest.mark.slow  # a fresh process per sampler: ~8 s
 def test_fresh_process_report(tmp_path: Path) -> None:
     """The command that gives the peak-memory figures runs and reports consistent counts."""
     cmd = [sys.executable, __file__, "--kind", "ours", "--rows", "2000", "--batch", "64"]

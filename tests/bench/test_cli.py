@@ -71,6 +71,7 @@ def first_run(tiny_model_dir: Path, tmp_path_factory) -> dict[str, Any]:
     return {"code": code, "stdout": stdout.getvalue(), "dir": out}
 
 
+@pytest.mark.slow  # the shared quick run: ~15 s (the README test runs st-mnr-plus bench --quick too)
 def test_quick_run_prints_the_ratio_table(first_run: dict[str, Any]) -> None:
     assert first_run["code"] == 0
     lines = first_run["stdout"].splitlines()
@@ -93,6 +94,7 @@ def test_quick_run_prints_the_ratio_table(first_run: dict[str, Any]) -> None:
     assert "wrote" in lines[-1]
 
 
+@pytest.mark.slow  # the shared quick run: ~15 s (the README test runs st-mnr-plus bench --quick too)
 def test_quick_run_writes_json(first_run: dict[str, Any]) -> None:
     document = json.loads((first_run["dir"] / "results.json").read_text())
     assert document["schema"] == report.SCHEMA
@@ -138,12 +140,14 @@ def test_quick_run_writes_json(first_run: dict[str, Any]) -> None:
     assert ratios[("step", "mnr_plus", "mnrl")]["variant_samples_per_s"] > 0
 
 
+@pytest.mark.slow  # the shared quick run: ~15 s (the README test runs st-mnr-plus bench --quick too)
 def test_quick_run_writes_png(first_run: dict[str, Any]) -> None:
     png = (first_run["dir"] / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(png) > 5000
 
 
+@pytest.mark.slow  # the shared quick run: ~15 s (the README test runs st-mnr-plus bench --quick too)
 def test_compare_with_an_earlier_run(first_run: dict[str, Any], tmp_path: Path, capsys) -> None:
     old = first_run["dir"] / "results.json"
     code = main(

@@ -14,6 +14,8 @@ import pytest
 
 from tests.distributed._common import REPO_ROOT, WORKER_ENV
 
+pytestmark = pytest.mark.slow  # torchrun running the CLI: ~15 s
+
 CLI = str(Path(sys.executable).with_name("st-mnr-plus"))
 
 

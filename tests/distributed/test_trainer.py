@@ -16,6 +16,8 @@ import pytest
 
 from tests.distributed._common import REPO_ROOT, TRAINER_CASES, WORKER_ENV
 
+pytestmark = pytest.mark.slow  # two torchrun processes training each loss: ~15 s
+
 WORLD_SIZE = 2
 
 

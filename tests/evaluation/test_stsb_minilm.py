@@ -18,6 +18,8 @@ from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimil
 
 from st_mnr_plus import stsb_evaluator
 
+pytestmark = pytest.mark.slow  # all-MiniLM-L6-v2 encodes 2,758 sentences: ~25 s
+
 PUBLISHED_SPEARMAN_COSINE = 0.8203
 
 

@@ -452,6 +452,7 @@ def test_four_trainer_steps_equal_mnrl_tiny(tiny_model, monkeypatch) -> None:
     assert_trains_like_mnrl(tiny_model, batch_size=16, monkeypatch=monkeypatch)
 
 
+@pytest.mark.slow  # the tiny model's twin above runs by default
 def test_four_trainer_steps_equal_mnrl_minilm(minilm, monkeypatch) -> None:
     minilm.max_seq_length = 128
     assert_trains_like_mnrl(minilm, batch_size=8, monkeypatch=monkeypatch)

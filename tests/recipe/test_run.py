@@ -129,21 +129,22 @@ def test_results_repeat_the_configuration(finished_run, tmp_path, name):
     assert differ == {"output_dir", "dry_run"}
 
 
-def test_existing_output_dir_is_not_overwritten(tmp_path, tiny_model_dir):
+def test_existing_output_dir_is_not_overwritten(tmp_path, tiny_model_dir, capsys):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "keep.txt").write_text("mine")
-    result = run_cli("train", "--model", str(tiny_model_dir), "--output-dir", str(out_dir), "--max-steps", "1")
-    assert result.returncode == 2
-    assert "--overwrite" in result.stderr
+    status = main(["train", "--model", str(tiny_model_dir), "--output-dir", str(out_dir), "--max-steps", "1"])
+    assert status == 2
+    assert "--overwrite" in capsys.readouterr().err
     assert (out_dir / "keep.txt").read_text() == "mine"
 
 
-def test_dry_run_builds_and_validates_without_training(tmp_path, tiny_model_dir):
+def test_dry_run_builds_and_validates_without_training(tmp_path, tiny_model_dir, capsys):
     out_dir = tmp_path / "out"
-    result = run_cli("train", "--model", str(tiny_model_dir), "--output-dir", str(out_dir), "--dry-run")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "dry run" in result.stdout
+    status = main(["train", "--model", str(tiny_model_dir), "--output-dir", str(out_dir), "--dry-run"])
+    out, err = capsys.readouterr()
+    assert status == 0, err[-3000:]
+    assert "dry run" in out
     assert not out_dir.exists()
 
 
@@ -171,6 +172,7 @@ def test_dry_run_builds_the_sampler_as_the_trainer_will(monkeypatch, tmp_path, t
     assert built == [(16, False, 7)]
 
 
+@pytest.mark.slow  # a full recipe run with STS evaluation in a subprocess: ~12 s
 def test_train_end_to_end_saves_a_loadable_model_whose_scores_match(tmp_path, tiny_model_dir):
     from sentence_transformers import SentenceTransformer
 

@@ -11,6 +11,8 @@ from tests.distributed._common import run_workers
 from tests.sampler import _gloo_worker as worker
 from tests.sampler._helpers import duplicated_columns, duplicates_in, row_texts
 
+pytestmark = pytest.mark.slow  # two gloo processes: ~9 s
+
 WORLD_SIZE = 2
 
 
