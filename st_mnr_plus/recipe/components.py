@@ -124,14 +124,36 @@ def build_training_data(options: RecipeOptions, seed: int = 42):
     return dataset, report_dict
 
 
-def build_loss(options: RecipeOptions, model):
+def _loss_choice(options: RecipeOptions) -> tuple[str, Any, dict[str, Any]]:
+    """The loss's registry name, its class and its options, booleans coerced."""
     name = options.loss
     loss_options = dict(options.loss_options)
     if options.mini_batch_size is not None:
         name = CACHED_VARIANTS.get(name, name)
         loss_options["mini_batch_size"] = options.mini_batch_size
     loss_cls = registry.get("loss", name)
-    loss_options = check_loss_options(loss_cls, name, loss_options)
+    return name, loss_cls, check_loss_options(loss_cls, name, loss_options)
+
+
+def check_loss_early(options: RecipeOptions) -> None:
+    """Check the options of an MNRPlus or CachedMNRPlus loss against their table before the data is built and the
+    model loaded, so that a value out of range is one line at once (other losses check theirs when built)."""
+    from st_mnr_plus.losses import CachedMNRPlus, MNRPlus
+    from st_mnr_plus.losses.options import OPTIONS_BY_NAME, OptionError
+
+    name, loss_cls, loss_options = _loss_choice(options)
+    if not (inspect.isclass(loss_cls) and issubclass(loss_cls, (MNRPlus, CachedMNRPlus))):
+        return
+    try:
+        for key, value in loss_options.items():
+            if key in OPTIONS_BY_NAME:
+                OPTIONS_BY_NAME[key].check(value, key)
+    except OptionError as exc:
+        raise RecipeError(f"Loss {name!r}: {exc}") from exc
+
+
+def build_loss(options: RecipeOptions, model):
+    name, loss_cls, loss_options = _loss_choice(options)
     try:
         return name, loss_cls(model, **loss_options)
     except TypeError as exc:
