@@ -124,20 +124,24 @@ def build_training_data(options: RecipeOptions, seed: int = 42):
     return dataset, report_dict
 
 
+def _loss_name(options: RecipeOptions) -> str:
+    """The loss's registry name: its cached variant when a mini-batch size is given."""
+    return CACHED_VARIANTS.get(options.loss, options.loss) if options.mini_batch_size is not None else options.loss
+
+
 def _loss_choice(options: RecipeOptions) -> tuple[str, Any, dict[str, Any]]:
     """The loss's registry name, its class and its options, booleans coerced."""
-    name = options.loss
+    name = _loss_name(options)
     loss_options = dict(options.loss_options)
     if options.mini_batch_size is not None:
-        name = CACHED_VARIANTS.get(name, name)
         loss_options["mini_batch_size"] = options.mini_batch_size
     loss_cls = registry.get("loss", name)
     return name, loss_cls, check_loss_options(loss_cls, name, loss_options)
 
 
-def check_loss_early(options: RecipeOptions) -> None:
-    """Check the options of an MNRPlus or CachedMNRPlus loss against their table before the data is built and the
-    model loaded, so that a value out of range is one line at once (other losses check theirs when built)."""
+def _check_loss_options_early(options: RecipeOptions) -> None:
+    """Check the options of an MNRPlus or CachedMNRPlus loss against their table, as their constructors will (other
+    losses check theirs when built)."""
     from st_mnr_plus.losses import CachedMNRPlus, MNRPlus
     from st_mnr_plus.losses.options import OPTIONS_BY_NAME, OptionError
 
@@ -212,14 +216,15 @@ def build_callbacks(names: list[str], loss) -> list[Any]:
 
 
 def resolve_components(options: RecipeOptions) -> None:
-    """Look every component up by name first: a typo fails in a second, not after the data is built."""
-    loss = CACHED_VARIANTS.get(options.loss, options.loss) if options.mini_batch_size else options.loss
+    """Look every component up by name first, and check our loss's options: a typo or a value out of range fails
+    in a second, not after the data is built and the model loaded."""
     for kind, names in (
         ("dataset_builder", [options.builder]),
-        ("loss", [loss]),
+        ("loss", [_loss_name(options)]),
         ("batch_sampler", [options.sampler]),
         ("evaluator", options.evaluators),
         ("callback", options.callbacks),
     ):
         for name in names:
             registry.get(kind, name)
+    _check_loss_options_early(options)

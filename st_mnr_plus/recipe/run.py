@@ -24,7 +24,6 @@ from st_mnr_plus.recipe.components import (
     build_loss,
     build_training_data,
     bundled_snli_path,
-    check_loss_early,
     describe_sources,
     load_model,
     resolve_components,
@@ -163,7 +162,6 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
     given = dict(training_args or {})
     check_training_keys(given)
     resolve_components(options)
-    check_loss_early(options)
     resume_value = given.get("resume_from_checkpoint")
     output_path = output_folder(given)
     output_dir = str(output_path)
