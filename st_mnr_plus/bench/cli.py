@@ -203,7 +203,6 @@ def _machine(device: str) -> dict[str, Any]:
 
 
 def _bench_loss(settings: dict[str, Any], device: str) -> list[Measurement]:
-    import torch
 
     from st_mnr_plus.bench import workloads
     from st_mnr_plus.bench.fresh import run_fresh
@@ -236,9 +235,7 @@ def _bench_loss(settings: dict[str, Any], device: str) -> list[Measurement]:
                 device=device,
             )
         except (MemoryError, RuntimeError) as error:  # out of memory: record it, the table shows it
-            measurement.extra["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-            if device == "cuda":
-                torch.cuda.empty_cache()
+            _record_error(measurement, error, device)
         if settings["memory"] and "error" not in measurement.extra and device == "cuda":
             memory = workloads.measure_loss_memory(loss_fn, batch, dim, negatives, device=device, dtype=dtype)
             _record_memory(measurement, memory)
@@ -252,6 +249,15 @@ def _bench_loss(settings: dict[str, Any], device: str) -> list[Measurement]:
         for measurement, memory in zip(todo, results, strict=True):
             _record_memory(measurement, memory)
     return measurements
+
+
+def _record_error(measurement: Measurement, error: BaseException, device: str) -> None:
+    """A measurement that ran out of memory: its first line goes into the table; the GPU's cache is freed."""
+    measurement.extra["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def _record_memory(measurement: Measurement, memory: dict[str, Any]) -> None:
@@ -353,9 +359,7 @@ def _bench_cached(settings: dict[str, Any], device: str) -> list[Measurement]:
                         device=device,
                     )
             except (MemoryError, RuntimeError) as error:  # out of memory: record it, the table shows it
-                measurement.extra["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-                if device == "cuda":
-                    torch.cuda.empty_cache()
+                _record_error(measurement, error, device)
                 continue
             measurement.times += times
             # Per step, both encoder passes (each mini-batch is embedded twice): what the setting changes.

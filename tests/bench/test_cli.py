@@ -319,3 +319,11 @@ def test_ratios_and_compare_by_hand() -> None:
     assert compared["old_speedup"] == 2.0
     assert compared["new_speedup"] == pytest.approx(3.0)
     assert compared["time_change"] == pytest.approx(0.5)
+
+
+def test_a_case_out_of_memory_is_recorded_by_its_first_line() -> None:
+    from st_mnr_plus.bench.cli import _record_error
+
+    measurement = Measurement(group="g", name="n", params={})
+    _record_error(measurement, RuntimeError("out of memory: tried to allocate 32 GiB\nmore detail"), "cpu")
+    assert measurement.extra["error"] == "RuntimeError: out of memory: tried to allocate 32 GiB"
