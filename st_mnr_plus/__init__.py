@@ -6,10 +6,10 @@ first registry look-up, never at import time.
 
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from st_mnr_plus.common.lazy import lazy_attributes
 from st_mnr_plus.plugins import hookimpl, registry
 
 # The registry lives in the plugin layer; `import st_mnr_plus.registry`, its module path before 0.1, still works.
@@ -41,17 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from st_mnr_plus.sampler import NoDuplicatesSampler
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'st_mnr_plus' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -1,5 +1,6 @@
 """What every part of the package shares and nothing else: the one base class of the errors a user must fix
-(:mod:`.errors`) and the one rule that tells a local path from a hub id (:mod:`.sources`).
+(:mod:`.errors`), the one rule that tells a local path from a hub id (:mod:`.sources`), and the loading of a
+package's public names on first access (:mod:`.lazy`).
 
 It imports nothing from the rest of the package, so any module may import it.
 """

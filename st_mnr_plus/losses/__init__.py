@@ -6,8 +6,9 @@ configuration, the compile workers of :mod:`.kernel_build`) does not import sent
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from st_mnr_plus.common.lazy import lazy_attributes
 
 if TYPE_CHECKING:  # pragma: no cover
     from st_mnr_plus.losses.cached import CachedMNRPlus
@@ -17,15 +18,4 @@ _LAZY = {"MNRPlus": "st_mnr_plus.losses.mnr_plus", "CachedMNRPlus": "st_mnr_plus
 
 __all__ = ["CachedMNRPlus", "MNRPlus"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'st_mnr_plus.losses' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
