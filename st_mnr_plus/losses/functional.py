@@ -29,11 +29,11 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from st_mnr_plus.losses import options as opt
 from st_mnr_plus.losses.identity import row_hashes
+from st_mnr_plus.losses.kernel_config import product_dtype
 from st_mnr_plus.losses.ops import (
     STAT_NAMES,
     Block,
@@ -44,6 +44,7 @@ from st_mnr_plus.losses.ops import (
     column_block,
     dot,
     finish_gradients,
+    inverse_norms,
     logsumexp_,
     positive_similarity,
     probabilities_,
@@ -337,13 +338,8 @@ def _two_pass(pool: Pool, grads: Pool | None, ids: Ids | None, spec: MNRSpec, sc
     return normaliser, stats
 
 
-def _inverse_norms(x: Tensor) -> Tensor:
-    """``(rows,)`` ``1 / max(||x_i||, 1e-12)``, the factor ``F.normalize`` divides by."""
-    return torch.linalg.vector_norm(x, dim=1).clamp_min_(1e-12).reciprocal_()
-
-
 def _compute_dtype(t: Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
+    return product_dtype(t.device.type, t.dtype, gpu_path=False)
 
 
 class _TiledMNRFunction(torch.autograd.Function):
@@ -365,7 +361,7 @@ class _TiledMNRFunction(torch.autograd.Function):
             q, c = queries.detach().to(compute), candidates.detach().to(compute)
             inverse = None
             if normalize:
-                inverse = (_inverse_norms(q), _inverse_norms(c))
+                inverse = (inverse_norms(q), inverse_norms(c))
                 q, c = q * inverse[0][:, None], c * inverse[1][:, None]
             s = scale.detach().to(compute) if isinstance(scale, Tensor) else scale
             pool = Pool(q, c, spec.offset, spec.local_batch)
@@ -523,26 +519,20 @@ def mnr_plus_loss(
     if backend is None:
         backend = choose_backend(spec, queries.device, queries.dtype, similarity).name
     if backend == "triton":
-        return _fused_loss(queries, candidates, scale, spec, query_ids, candidate_ids, similarity == "cos")
+        return _gpu_loss(queries, candidates, scale, spec, query_ids, candidate_ids, similarity == "cos")
     return tiled_mnr_loss(queries, candidates, scale, spec, query_ids, candidate_ids, normalize=similarity == "cos")
 
 
-def _fused_loss(queries, candidates, scale, spec, query_ids, candidate_ids, normalize: bool) -> tuple[Tensor, Tensor]:
-    """The loss on the fused kernels (:mod:`.fused`): normalised here, under autograd, in float32, then read by
-    the kernels in the embeddings' dtype (bfloat16/float16 on the tensor cores, float32 accumulation)."""
-    from st_mnr_plus.losses.fused import fused_mnr_loss  # imports triton
+def _gpu_loss(queries, candidates, scale, spec, query_ids, candidate_ids, normalize: bool) -> tuple[Tensor, Tensor]:
+    """The loss on the GPU path (:mod:`.chunked`): row chunks, products in :func:`.kernel_config.product_dtype`
+    (read here, before the path turns autocast off), the element-wise Triton kernels between them."""
+    from st_mnr_plus.losses.chunked import chunked_mnr_loss  # imports triton
 
     ids = _check_inputs(queries, candidates, spec, query_ids, candidate_ids)
-    with torch.autocast(device_type=queries.device.type, enabled=False):
-        dtype = torch.promote_types(queries.dtype, candidates.dtype)
-        q, c = queries.to(dtype), candidates.to(dtype)
-        if normalize:
-            q = F.normalize(q.float(), dim=1, eps=1e-12).to(dtype)
-            c = F.normalize(c.float(), dim=1, eps=1e-12).to(dtype)
-        rows = slice(spec.offset, spec.offset + spec.local_batch)
-        positive = (q[rows].detach().float() * c[rows].detach().float()).sum(dim=1)  # (local,)
-        threshold = _thresholds(positive, spec)
-        return fused_mnr_loss(q, c, scale, spec, ids, threshold, positive)
+    dtype = product_dtype(queries.device.type, torch.promote_types(queries.dtype, candidates.dtype), gpu_path=True)
+    return chunked_mnr_loss(
+        queries, candidates, scale, spec, ids, lambda positive: _thresholds(positive, spec), dtype, normalize
+    )
 
 
 def diagnostics_from_stats(stats: Tensor, rows: int, scale: float | Tensor) -> dict[str, float]:

@@ -1,10 +1,11 @@
-"""Block sizes, precision and cost of the fused MNR kernels (:mod:`.kernels`), in plain Python.
+"""The GPU path's rules in plain Python: product dtype, chunk size, kernel blocks and cost.
 
-:func:`block_config` is the one place that picks the tiles of each kernel for a dtype and a feature size: the
-launchers use it, and so does :mod:`.kernel_build`, so the compile check covers every configuration they launch.
-:func:`cost` counts the FLOPs and bytes of one forward + backward for the configuration picked, after the cost
-comments above the kernels (``benchmarks/roofline.py`` reads it). :func:`precision` maps PyTorch's matmul flag to
-``tl.dot``'s ``input_precision``. Nothing here needs triton or a GPU.
+:func:`product_dtype` is the one place that decides in which dtype the loss's matrix products run, on the CPU
+path and the GPU path, under autocast or not. :func:`chunk_rows` picks the rows of a chunk from a memory budget.
+:data:`ELEMENTWISE_BLOCKS` are the blocks of the element-wise kernels of :mod:`.kernels` (the launchers use them,
+and :mod:`.kernel_build` compiles them). :func:`cost` counts the matrix products, their FLOPs and the bytes the
+element-wise passes move in one forward + backward of the GPU path (``benchmarks/roofline.py`` reads it; the
+tests check it against counted products and traced bytes). Nothing here needs triton or a GPU.
 """
 
 from __future__ import annotations
@@ -14,179 +15,84 @@ from typing import NamedTuple
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-#: The kernels, by the names :func:`block_config` gives their blocks under (the order of :mod:`.kernels`).
-KERNEL_NAMES = ("forward", "backward_rows", "backward_columns")
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
+#: The default memory budget of one chunk's similarities and gradient of the logits (float32 ``S`` plus ``G`` in
+#: the products' dtype): 128 MiB. At B = 16,384 (bf16) that is chunks of 1,365 rows, at 65,536 of 341.
+DEFAULT_CHUNK_BYTES = 128 * 2**20
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+#: The hardness modes as the kernels' ``PENALTY`` constexpr (see :mod:`.kernels`).
+PENALTY_CODES = {None: 0, "in_batch_negatives": 1, "all_negatives": 2, "hard_negatives": 3}
 
 
 class Blocks(NamedTuple):
-    """Tile sizes and launch options of one kernel."""
+    """Blocks and launch options of one element-wise kernel: ``BM`` rows by ``BN`` columns per step."""
 
-    BM: int  # anchor rows per tile (owned by the program in the forward and the backward by rows)
-    BN: int  # columns per tile (owned by the program in the backward by columns)
-    BK: int  # features per step of a similarity tile
+    BM: int
+    BN: int
     num_warps: int
-    num_stages: int
-    BD: int | None = None  # backward only: output features per program, a power of two (padding masked)
 
 
-class BlockConfig(NamedTuple):
-    """The :class:`Blocks` of each kernel of :data:`KERNEL_NAMES` for one dtype and feature size."""
-
-    forward: Blocks
-    backward_rows: Blocks
-    backward_columns: Blocks
-
-
-_FORWARD = {
-    "16-bit": Blocks(BM=64, BN=64, BK=64, num_warps=8, num_stages=2),
-    "fp32": Blocks(BM=64, BN=32, BK=32, num_warps=8, num_stages=3),
-}
-# Backward blocks by accumulator width BD: (by rows, by columns). The program's own tile (BM by rows, BN by
-# columns) shrinks as BD grows, so that its (own tile, BD) fp32 accumulator and the (streamed tile, BD) operand of
-# each product fit in the registers; the streamed tile stays 64 (16-bit) or 32 (fp32) wide, a full row of tensor
-# core tiles for the 8 warps. Each entry compiles with no local memory for sm_80 and sm_90 in every dtype and
-# precision (``st-mnr-plus kernels``; neighbours such as BM = 32 for BD = 512 spill) and uses at most 70 KB of
-# shared memory, under the 99 KB of sm_86 and sm_89. The narrowest entry is the configuration every d had before.
-_BACKWARD = {
-    "16-bit": {
-        128: (Blocks(64, 64, 64, 8, 2, BD=128), Blocks(64, 64, 64, 8, 2, BD=128)),
-        256: (Blocks(32, 64, 64, 8, 2, BD=256), Blocks(64, 32, 64, 8, 2, BD=256)),
-        512: (Blocks(16, 64, 64, 8, 2, BD=512), Blocks(64, 16, 64, 8, 2, BD=512)),
-    },
-    "fp32": {
-        64: (Blocks(64, 32, 32, 8, 3, BD=64), Blocks(64, 32, 32, 8, 3, BD=64)),
-        128: (Blocks(32, 32, 32, 8, 3, BD=128), Blocks(64, 32, 16, 8, 3, BD=128)),
-        256: (Blocks(32, 32, 32, 8, 3, BD=256), Blocks(64, 16, 32, 8, 3, BD=256)),
-        512: (Blocks(16, 32, 32, 8, 3, BD=512), Blocks(32, 16, 32, 8, 2, BD=512)),
-    },
+#: One configuration per kernel, for every dtype: the kernels read float32 similarities whatever the products'
+#: dtype (only ``probabilities`` writes that dtype), so the dtype changes one store, not the blocks. 8 x 256
+#: float32 entries per step: 16 per thread at 4 warps, 8 KB of a row block in flight per program.
+ELEMENTWISE_BLOCKS: dict[str, Blocks] = {
+    "row_lse": Blocks(BM=8, BN=256, num_warps=4),
+    "column_lse": Blocks(BM=8, BN=256, num_warps=4),
+    "probabilities": Blocks(BM=8, BN=256, num_warps=4),
 }
 
 
-def block_config(dtype: torch.dtype, d: int) -> BlockConfig:
-    """The blocks the launchers use for inputs of ``dtype`` and feature size ``d``: the one place that decides
-    them, so that :mod:`.kernel_build` compiles exactly the configurations that can be launched.
+# ---- the product dtype --------------------------------------------------------------------------------------------
 
-    The forward has one configuration per dtype family. The backward's blocks set its cost, ``cdiv(d, BD) + h``
-    forwards per kernel (``h`` = 2 for 16-bit inputs, 1 for fp32): up to ``d = 512`` the accumulator holds every
-    feature of its rows, ``BD`` = the next power of two >= ``d`` (at least 128 for 16-bit inputs, 64 for fp32), and
-    each similarity tile is computed once (``1 + h``); beyond, ``BD = 512`` and ``cdiv(d, 512)`` programs share a
-    row: two halves for ``512 < d <= 1024`` (``2 + h``), 8 blocks for 4096 (``8 + h``, where the narrowest blocks,
-    ``BD = 128``, would do ``32 + h``, and read the similarity operands ``F * (T * N + L * cdiv(N, BN)) * d * s``
-    with ``32 * (1 / 64 + 1 / 64)`` instead of ``8 * (1 / 16 + 1 / 64)`` times ``L * N * d * s``).
 
-    Why two halves rather than one 1024-wide accumulator for ``512 < d <= 1024``: by rows, every tile tried spills
-    on sm_80, sm_90 or both (16 rows against 64, 32 or 16 columns; bf16 and fp32). By columns a 1024-wide
-    accumulator of 16 columns compiles (for bf16 against 64-row tiles with 132 KB of shared memory, over the 99 KB
-    of sm_86 and sm_89), but alone it would save one forward of the nine at ``d = 768`` (seventeen with ``BD =
-    128``) for one more configuration per dtype.
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype in force on ``device_type``, or ``None`` when autocast is off there."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        enabled = torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+    if not enabled:
+        return None
+    getter = getattr(torch, "get_autocast_dtype", None)
+    if getter is not None:
+        return getter(device_type)
+    return torch.get_autocast_gpu_dtype() if device_type == "cuda" else torch.get_autocast_cpu_dtype()
 
-    The price of the wide accumulators is their 16-row (16-column) tiles, chosen by the cost comments alone,
-    without a GPU timing yet. Each program streams every column (row) once for the similarities and once for the
-    product, so the operands are read from L2 once per 16 rows instead of 64: by the cost comments, one forward and
-    backward in bf16 moves 25% more bytes at ``d = 384``, 7% more at 768, as many at 512, 17% fewer at 1024 and 32%
-    fewer at 4096, for 36%, 47%, 46%, 57% and 70% fewer matrix FLOPs (fp32, whose blocks were small already: 45%
-    and 55% fewer bytes, 67% and 74% fewer FLOPs at 384 and 768). On sm_90 Triton runs 16-row tiles as
-    ``mma.sync``, not ``wgmma``.
+
+def product_dtype(device_type: str, dtype: torch.dtype, *, gpu_path: bool) -> torch.dtype:
+    """The dtype of the operands of the loss's matrix products (their output and every accumulation: float32).
+
+    - The PyTorch tile path (``gpu_path=False``): float32 (float64 for float64 embeddings), autocast or not. On a
+      CPU, 16-bit products are slower than float32 ones without AMX.
+    - The GPU path: under autocast on the embeddings' device, the autocast dtype (bfloat16 or float16), as
+      MNRL's ``cos_sim`` takes it; otherwise the embeddings' own dtype: 16-bit embeddings run on the tensor cores,
+      float32 ones in float32, where cuBLAS follows ``torch.backends.cuda.matmul`` (TF32 only where it is
+      allowed). On CPU tensors (Triton's interpreter) the same rule reads the CPU autocast state.
+
+    Called where the loss is called, before it turns autocast off for its own arithmetic.
     """
-    family = "fp32" if dtype == torch.float32 else "16-bit"
-    widths = sorted(_BACKWARD[family])
-    width = next((w for w in widths if w >= d), widths[-1])  # wider than the widest: cdiv(d, BD) programs per row
-    rows, columns = _BACKWARD[family][width]
-    return BlockConfig(_FORWARD[family], rows, columns)
+    if dtype == torch.float64:
+        return torch.float64
+    if not gpu_path:
+        return torch.float32
+    autocast = _autocast_dtype(device_type)
+    if autocast is not None:
+        return autocast
+    return dtype if dtype in FLOAT_DTYPES else torch.float32
 
 
-# ---- costs -------------------------------------------------------------------------------------------------------
-
-
-def _forward_cost(b: Blocks, L: int, N: int, n_own: int, d: int, s: int) -> tuple[int, int]:
-    """``(FLOPs, bytes)`` of one forward launch: the comment above :func:`_mnr_forward_kernel`."""
-    tiles = _cdiv(L, b.BM)
-    flops = 2 * L * N * d + 2 * L * n_own * d
-    operands = (tiles * N + L * _cdiv(N, b.BN)) * d * s + 2 * L * n_own * d * s
-    return flops, operands + 8 * (tiles * N + L * (1 + n_own)) + 4 * L + 4 * tiles + 16 * L
-
-
-def _backward_rows_cost(b: Blocks, L: int, N: int, n_own: int, d: int, s: int, h: int) -> tuple[int, int]:
-    """``(FLOPs, bytes)`` of one launch of the backward by rows: the comment above its kernel."""
-    tiles, f = _cdiv(L, b.BM), _cdiv(d, b.BD)
-    flops = 2 * L * N * d * (f + h) + 2 * L * n_own * d * (f + 2)
-    operands = f * (tiles * N + L * _cdiv(N, b.BN)) * d * s + tiles * N * d * s + 8 * L * d
-    own = L * n_own * (f * (2 * d * s + 8) + d * (2 * s + 4))
-    return flops, operands + f * (16 * L + 8 * tiles * N + 4 * tiles) + own
-
-
-def _backward_columns_cost(b: Blocks, L: int, N: int, d: int, s: int, h: int) -> tuple[int, int]:
-    """``(FLOPs, bytes)`` of one launch of the backward by columns: the comment above its kernel."""
-    tiles, f = _cdiv(N, b.BN), _cdiv(d, b.BD)
-    flops = 2 * L * N * d * (f + h)
-    operands = f * (tiles * L + N * _cdiv(L, b.BM)) * d * s + tiles * L * d * s + 8 * N * d
-    return flops, operands + f * (16 * tiles * L + 8 * N + 4 * tiles)
-
-
-def cost(
-    batch: int, negatives: int, dim: int, dtype: torch.dtype, *, doc_to_query: bool = False, own: bool = False
-) -> dict:
-    """FLOPs and bytes of one forward and backward of the whole loss on the kernels: every launch of
-    :func:`mnr_forward` and :func:`mnr_backward`, with the blocks :func:`block_config` picks, by the formulas of the
-    comments above the kernels (pure Python: no triton launch, no GPU).
-
-    Args:
-        batch: Anchors ``W``, all on one rank (``offset = 0``, ``local = W``).
-        negatives: Hard-negative columns ``n``: the candidates are ``W * (1 + n)`` rows.
-        dim: Features ``d``.
-        dtype: The embeddings' dtype (float32, bfloat16 or float16).
-        doc_to_query: Also the doc_to_query direction.
-        own: ``hard_negatives="own"``: each anchor scores its own negatives only, row-wise.
-
-    Returns:
-        ``flops``: the matrix-product FLOPs on the real rows, columns and features (tensor cores, and the
-        row-wise products of own negatives; padding lanes and the ~10 elementwise operations per logit are not
-        counted). ``bytes``: what the kernels load and store (re-read operands mostly hit L2). ``gemm_equivalents``:
-        ``flops`` in units of one ``(batch, dim) x (dim, batch * (1 + negatives))`` product (sentence-transformers'
-        MNRL does 3: one forward, two backward). ``launches``: ``{"<kernel>/<direction>": {"flops",
-        "bytes"}}`` in launch order.
-    """
-    if batch < 1 or negatives < 0 or dim < 1:
-        raise ValueError(f"batch >= 1, negatives >= 0 and dim >= 1 needed, got {batch}, {negatives}, {dim}")
-    if dtype not in FLOAT_DTYPES:
-        raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
-    config, s = block_config(dtype, dim), dtype.itemsize
-    h = 1 if dtype == torch.float32 else 2
-    n_own = negatives if own else 0
-    directions = {"query_to_doc": (batch if own else batch * (1 + negatives), n_own)}
-    if doc_to_query:
-        directions["doc_to_query"] = (batch, 0)
-    launches = {}
-    for name, (columns, own_columns) in directions.items():
-        launches[f"forward/{name}"] = _forward_cost(config.forward, batch, columns, own_columns, dim, s)
-    for name, (columns, own_columns) in directions.items():
-        rows = _backward_rows_cost(config.backward_rows, batch, columns, own_columns, dim, s, h)
-        launches[f"backward_rows/{name}"] = rows
-        launches[f"backward_columns/{name}"] = _backward_columns_cost(
-            config.backward_columns, batch, columns, dim, s, h
-        )
-    flops = sum(f for f, _ in launches.values())
-    return {
-        "flops": flops,
-        "bytes": sum(b for _, b in launches.values()),
-        "gemm_equivalents": flops / (2 * batch * batch * (1 + negatives) * dim),
-        "launches": {name: {"flops": f, "bytes": b} for name, (f, b) in launches.items()},
-    }
-
-
-def precisions(dtype: torch.dtype) -> tuple[str, ...]:
-    """Every ``input_precision`` the launchers may pass for ``dtype`` (see :func:`precision`)."""
-    return ("ieee", "tf32") if dtype == torch.float32 else ("ieee",)
+def chunk_rows(rows: int, bytes_per_row: int, budget: int = DEFAULT_CHUNK_BYTES, tile_size: int | None = None) -> int:
+    """Rows per chunk: ``tile_size`` when given, else as many as ``budget`` bytes hold (at least 1, at most
+    ``rows``)."""
+    if tile_size is not None:
+        return max(1, min(tile_size, rows))
+    return max(1, min(rows, budget // max(bytes_per_row, 1)))
 
 
 def matmul_allows_tf32() -> bool:
-    """Whether PyTorch's fp32 matmuls may use TF32: ``torch.backends.cuda.matmul.fp32_precision == "tf32"`` where
-    PyTorch has it (reading the legacy ``allow_tf32`` then raises once the new setting was used), else
-    ``torch.backends.cuda.matmul.allow_tf32``. Both are False by default."""
+    """Whether PyTorch's fp32 CUDA matmuls may use TF32: ``torch.backends.cuda.matmul.fp32_precision == "tf32"``
+    where PyTorch has it, else ``torch.backends.cuda.matmul.allow_tf32``. Both are off by default."""
     matmul = torch.backends.cuda.matmul
     fp32_precision = getattr(matmul, "fp32_precision", None)
     if fp32_precision is not None:
@@ -194,10 +100,84 @@ def matmul_allows_tf32() -> bool:
     return bool(matmul.allow_tf32)
 
 
-def precision(dtype: torch.dtype) -> str:
-    """``tl.dot``'s ``input_precision``: TF32 for fp32 inputs only where PyTorch's matmul allows it
-    (:func:`matmul_allows_tf32`). Triton ignores it for 16-bit operands: they always get ``"ieee"`` (one compiled
-    variant, not two)."""
-    if dtype == torch.float32 and matmul_allows_tf32():
-        return "tf32"
-    return "ieee"
+# ---- costs -------------------------------------------------------------------------------------------------------
+
+
+def cost(
+    batch: int,
+    negatives: int,
+    dim: int,
+    dtype: torch.dtype,
+    *,
+    doc_to_query: bool = False,
+    own: bool = False,
+    gathered: bool = False,
+) -> dict:
+    """Matrix products, FLOPs and element-wise bytes of one forward and backward of the GPU path, all on one rank
+    (``W = L = batch``), counted from the launches :mod:`.chunked` makes (pure Python: no launch, no GPU).
+
+    Per direction scored by rows, the products are three, each ``2 * L * N * d`` FLOPs: the similarities ``S = X
+    Y^T``, then ``G Y`` and ``G^T X`` with ``G`` the gradient of the logits; own hard negatives add three
+    row-wise products of ``2 * L * n * d``. doc_to_query without gathering is read down the columns of the
+    query_to_doc similarities, whose normalisers are only known after every chunk: the similarities are computed
+    again in a second pass, one product more (four); ``gathered``, it is scored by rows (three more, of ``L x W``).
+
+    Element-wise bytes per chunk of ``R`` rows (the comments above the kernels): ``row_lse`` reads ``S`` (4 per
+    logit), ``probabilities`` reads it and writes ``G`` (4 + ``s``, ``s`` the products' itemsize), the column
+    pass reads the positives' block once more (4); the products write ``S`` (4 per logit, counted apart as
+    ``product_output_bytes``). Per-row and per-column vectors are left out (a few bytes per row).
+
+    Args:
+        batch: Anchors ``W``.
+        negatives: Hard-negative columns ``n``.
+        dim: Features ``d``.
+        dtype: The products' dtype (:func:`product_dtype`).
+        doc_to_query: Also the doc_to_query direction.
+        own: ``hard_negatives="own"``.
+        gathered: Candidates gathered across ranks (doc_to_query then scored by rows).
+
+    Returns:
+        ``gemm_equivalents``: FLOPs in units of one ``(batch, dim) x (dim, batch * (1 + negatives))`` product
+        (MNRL does 3); ``flops``; ``logits``: the dense logits of query_to_doc; ``elementwise_bytes`` and
+        ``product_output_bytes`` with their ``..._per_logit`` ratios; ``products``: the list of ``(name, rows,
+        columns, inner)`` of every product, in order.
+    """
+    if batch < 1 or negatives < 0 or dim < 1:
+        raise ValueError(f"batch >= 1, negatives >= 0 and dim >= 1 needed, got {batch}, {negatives}, {dim}")
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
+    s = dtype.itemsize
+    L, W = batch, batch
+    N = W if own and negatives else W * (1 + negatives)
+    n_own = negatives if own else 0
+    products: list[tuple[str, int, int, int]] = []
+    elementwise = output = 0
+    columns_read = doc_to_query and not gathered
+    passes = 2 if columns_read else 1
+    for index in range(passes):
+        products.append(("query_to_doc/similarities", L, N, dim))
+        output += 4 * L * N
+        if index == 0:
+            elementwise += 4 * L * (N + n_own)  # row_lse
+            if columns_read:
+                elementwise += 4 * L * W  # column_lse
+    elementwise += 4 * L * (N + n_own) + s * L * N + 4 * L * n_own  # probabilities
+    products += [("query_to_doc/rows", L, dim, N), ("query_to_doc/columns", N, dim, L)]
+    if n_own:
+        products += [(f"own/{name}", L, n_own, dim) for name in ("similarities", "rows", "columns")]
+    if doc_to_query and gathered:
+        products += [("doc_to_query/" + name, L, W, dim) for name in ("similarities", "rows", "columns")]
+        output += 4 * L * W
+        elementwise += 4 * L * W * 2 + s * L * W
+    flops = sum(2 * a * b * c for _, a, b, c in products)
+    logits = L * N + L * n_own
+    return {
+        "flops": flops,
+        "gemm_equivalents": flops / (2 * batch * batch * (1 + negatives) * dim),
+        "logits": logits,
+        "elementwise_bytes": elementwise,
+        "elementwise_bytes_per_logit": elementwise / logits,
+        "product_output_bytes": output,
+        "product_output_bytes_per_logit": output / logits,
+        "products": products,
+    }

@@ -41,6 +41,7 @@ __all__ = [
     "column_block",
     "exclusion_mask",
     "finish_gradients",
+    "inverse_norms",
     "logits",
     "logsumexp_",
     "penalised_columns",
@@ -494,6 +495,11 @@ def finish_gradients(
         d_queries.addcmul_(pool.queries, by_query[:, None], value=-1.0).mul_(inverse_norms[0][:, None])
         d_candidates.addcmul_(pool.candidates, by_candidate[:, None], value=-1.0).mul_(inverse_norms[1][:, None])
     return d_queries.mul_(scale), d_candidates.mul_(scale), d_scale
+
+
+def inverse_norms(x: Tensor) -> Tensor:
+    """``(rows,)`` ``1 / max(||x_i||, 1e-12)``, the factor ``F.normalize`` divides by."""
+    return torch.linalg.vector_norm(x, dim=1).clamp_min_(1e-12).reciprocal_()
 
 
 def _row_dot(x: Tensor, y: Tensor, chunk: int = 4096) -> Tensor:

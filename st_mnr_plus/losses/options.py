@@ -206,7 +206,7 @@ LOSS_OPTIONS: tuple[LossOption, ...] = (
     LossOption("partition_mode", "joint", check_choice(PARTITION_MODES), spec=True),
     LossOption("show_progress_bar", False, check_bool, owner="cache", card=False),
     LossOption("hardness_mode", None, check_choice(HARDNESS_MODES), spec=True),
-    LossOption("hardness_strength", 0.0, check_non_negative, spec=True, kernel=lambda value: value == 0.0),
+    LossOption("hardness_strength", 0.0, check_non_negative, spec=True),
     LossOption("symmetric", False, check_bool, stored=False, card=False),
     LossOption("mask_duplicates", True, check_bool),
     LossOption("false_negative_margin", None, check_optional_finite, spec=True),

@@ -36,6 +36,19 @@ CASES = [
     pytest.param({"false_negative_margin": 0.05, "symmetric": True, "hard_negatives": "own"}, 3, id="margin-sym-own"),
     pytest.param({"learnable_scale": True, "scale": 15.0}, 3, id="learnable"),
     pytest.param({"similarity_fct": dot_score, "scale": 1.0}, 2, id="dot"),
+    pytest.param({"hardness_mode": "in_batch_negatives", "hardness_strength": 2.0}, 3, id="hard-in-batch"),
+    pytest.param(
+        {"hardness_mode": "all_negatives", "hardness_strength": 1.5, "hard_negatives": "own"}, 3, id="hard-all-own"
+    ),
+    pytest.param(
+        {"hardness_mode": "hard_negatives", "hardness_strength": 3.0, "symmetric": True}, 3, id="hard-neg-sym"
+    ),
+    pytest.param(
+        {"hardness_mode": "hard_negatives", "hardness_strength": 3.0, "hard_negatives": "own"}, 4, id="hard-neg-own"
+    ),
+    pytest.param(
+        {"partition_mode": "per_direction", "symmetric": True, "learnable_scale": True}, 2, id="per-direction"
+    ),
 ]
 
 
@@ -150,7 +163,6 @@ def test_auto_takes_the_kernels_for_cuda_tensors_only(monkeypatch):
     ("options", "similarity", "dtype", "named"),
     [
         pytest.param({"directions": ("query_to_doc", "query_to_query")}, "cos", torch.float32, "directions=", id="q2q"),
-        pytest.param({"hardness_mode": "all_negatives", "hardness_strength": 2.0}, "cos", torch.float32, "hardness_strength=2.0", id="hardness"),
         pytest.param({}, None, torch.float32, "similarity_fct", id="euclidean"),
         pytest.param({}, "cos", torch.float64, "dtype torch.float64", id="float64"),
     ],

@@ -1,0 +1,340 @@
+"""The MNR loss on the GPU path: row chunks, cuBLAS products, one element-wise Triton pass per chunk.
+
+Liger-Kernel's fused linear cross-entropy (``ops/fused_linear_cross_entropy.py``) applied to contrastive logits.
+The anchors are processed in chunks of ``R`` rows, sized from a memory budget (:func:`.kernel_config.chunk_rows`);
+for each chunk:
+
+1. ``S = X Y^T``: the chunk's similarities, ``(R, N)`` float32, from operands in the products' dtype
+   (:func:`.kernel_config.product_dtype`: bfloat16/float16 under autocast or for 16-bit embeddings);
+2. ``row_lse`` (:mod:`.kernels`): each row's logsumexp without the positive, and its statistics;
+3. ``probabilities``: ``G``, the probabilities of every entry but the positive, in the products' dtype;
+4. ``grad_X += G Y`` and ``grad_Y += G^T X``, float32 output and accumulation.
+
+Three products, as MNRL does, and never a ``B x B`` matrix. The loss is the last operation, so the gradients are
+computed in the forward and saved; ``backward`` only multiplies them by the incoming gradient. doc_to_query
+without gathering is read down the columns of the same similarities: its normalisers need every chunk, so a first
+pass computes the logsumexps (rows and columns) and a second one computes the similarities again for the
+gradients: four products. Gathered, it is scored by rows in the same pass (three products more, of ``L x W``).
+
+The positive term never goes through ``G``: its coefficient is ``-(weight) * sum_dir exp(lse_without_positive -
+normaliser)``, formed in float32 from the logsumexps, and added with the float32 embeddings. For a row whose
+positive holds all but 5e-7 of the probability, bfloat16 ``p_pos - 1`` would be 0 or 2^-8; this keeps the
+gradient's relative precision that of the other probabilities. Cosine similarity is normalised here, in float32,
+and the gradients are projected back through the normalisation, as on the PyTorch path.
+
+On CPU tensors (Triton's interpreter, ``TRITON_INTERPRET=1``) the same code runs: the kernels interpreted, the
+products as float32 CPU matmuls of the operands rounded to the products' dtype (what cuBLAS computes with float32
+accumulation), so the tests count the products, trace the bytes and measure the precision of this very path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from st_mnr_plus.losses import kernels
+from st_mnr_plus.losses.kernel_config import DEFAULT_CHUNK_BYTES, HALF_DTYPES, chunk_rows
+from st_mnr_plus.losses.kernels import ColumnInputs, RowInputs
+from st_mnr_plus.losses.ops import Ids, inverse_norms
+
+__all__ = ["chunked_mnr_loss", "in_product"]
+
+_PRODUCT = threading.local()
+
+
+def in_product() -> bool:
+    """Whether the current thread is inside one of this module's matrix products. On CPU tensors a 16-bit
+    product is emulated by float32 copies of its operands: an op trace counts that work as the product's, not as
+    an element-wise pass (a GPU runs it as one cuBLAS call)."""
+    return getattr(_PRODUCT, "depth", 0) > 0
+
+
+@contextmanager
+def _product() -> Iterator[None]:
+    _PRODUCT.depth = getattr(_PRODUCT, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _PRODUCT.depth -= 1
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` with float32 output: cuBLAS with 16-bit operands and float32 output on CUDA, float32 CPU
+    matmuls of the (already rounded) operands on the CPU."""
+    with _product():
+        if a.is_cuda and a.dtype in HALF_DTYPES:
+            return torch.mm(a, b, out_dtype=torch.float32)
+        return torch.mm(a.float(), b.float())
+
+
+def _addmm_(out: Tensor, a: Tensor, b: Tensor) -> None:
+    """``out += a @ b`` into a float32 ``out``, accumulated in float32 (no temporary of ``out``'s size on CUDA)."""
+    with _product():
+        if a.is_cuda and a.dtype in HALF_DTYPES:
+            torch.addmm(out, a, b, out_dtype=torch.float32, out=out)
+        else:
+            out.addmm_(a.float(), b.float())
+
+
+def _row_dot(x: Tensor, y: Tensor) -> Tensor:
+    """``(rows,)`` float32 dot products of matching rows (a row-wise, not a matrix, product)."""
+    return torch.einsum("rd,rd->r", x.float(), y.float())
+
+
+class _Problem(NamedTuple):
+    """The operands, in the products' dtype, and the layout of one loss computation."""
+
+    x: Tensor  # (W, d) queries, rounded to the products' dtype
+    y: Tensor  # (W * (1 + n), d) candidates, likewise
+    offset: int
+    local: int
+    world: int
+    n_own: int  # own negatives per row (hard_negatives="own"), else 0
+    ncols: int  # dense columns of query_to_doc: W under own, else W * (1 + n)
+    columns_read: bool  # doc_to_query read down the columns (no gathering)
+    by_rows: bool  # doc_to_query scored by rows (gathered)
+
+
+def _own_similarities(p: _Problem, g0: int, g1: int) -> Tensor | None:
+    """``(R, n)`` float32 similarities of rows ``g0:g1`` with their own hard negatives, or ``None``."""
+    if not p.n_own:
+        return None
+    negatives = p.y[p.world :].view(p.n_own, p.world, -1)[:, g0:g1]  # (n, R, d)
+    with _product():
+        return torch.einsum("rd,krd->rk", p.x[g0:g1].float(), negatives.float()).contiguous()
+
+
+def _own_gradients(p: _Problem, g0: int, g1: int, own_p: Tensor, grad_x: Tensor, grad_y: Tensor) -> None:
+    negatives = p.y[p.world :].view(p.n_own, p.world, -1)[:, g0:g1]
+    with _product():
+        grad_x[g0:g1] += torch.einsum("rk,krd->rd", own_p, negatives.float())
+        grad_y[p.world :].view(p.n_own, p.world, -1)[:, g0:g1] += torch.einsum("rk,rd->krd", own_p, p.x[g0:g1].float())
+
+
+def _ids(p: _Problem, ids: Ids | None, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(query_ids, candidate_ids)``: the given identities, or unique ones (nothing is a duplicate)."""
+    if ids is None:
+        return torch.arange(p.world, device=device), torch.arange(p.y.shape[0], device=device)
+    return ids.queries.contiguous(), ids.candidates.contiguous()
+
+
+def _normalisers(lse: dict[str, Tensor], positive_logit: Tensor, spec: Any) -> tuple[dict[str, Tensor], Tensor]:
+    """From each direction's logsumexp without the positive: the normaliser each direction's probabilities use,
+    and the per-row normaliser of the loss (joint: one over both directions; per_direction: their mean)."""
+    full = {d: torch.logaddexp(value, positive_logit) for d, value in lse.items()}
+    if len(full) == 1:
+        (only,) = full.values()
+        return {d: only for d in full}, only
+    if spec.partition_mode == "per_direction":
+        return full, (full["query_to_doc"] + full["doc_to_query"]) / 2
+    joint = torch.logaddexp(full["query_to_doc"], full["doc_to_query"])
+    return {d: joint for d in full}, joint
+
+
+def _stats(p: _Problem, positive: Tensor, hardest: Tensor, masked: Tensor, duplicates: Tensor) -> Tensor:
+    """The :data:`~st_mnr_plus.losses.ops.STAT_NAMES` sums of query_to_doc, from the kernel's per-row figures."""
+    has_negative = torch.isfinite(hardest)
+    columns = p.ncols + p.n_own
+    return torch.stack(
+        [
+            ((positive > hardest) | ~has_negative).sum().float(),
+            positive.sum(),
+            torch.where(has_negative, hardest, torch.zeros_like(hardest)).sum(),
+            has_negative.sum().float(),
+            masked.sum().float(),
+            duplicates.sum().float(),
+            positive.new_tensor(float((columns - 1) * positive.shape[0])),
+        ]
+    )
+
+
+def _forward(
+    queries: Tensor, candidates: Tensor, scale: Tensor, spec: Any, ids: Ids | None, thresholds, dtype, normalize
+):
+    """Loss, statistics and the float32 gradients ``(d_queries, d_candidates, d_scale)``."""
+    device = queries.device
+    world, n_all = queries.shape[0], candidates.shape[0]
+    negatives = n_all // world - 1
+    own = spec.hard_negatives == "own" and negatives > 0
+    q, c = queries.detach().float(), candidates.detach().float()
+    inverse = None
+    if normalize:
+        inverse = (inverse_norms(q), inverse_norms(c))
+        q, c = q * inverse[0][:, None], c * inverse[1][:, None]
+    x, y = q.to(dtype), c.to(dtype)  # the products' operands, rounded once
+    doc_to_query = "doc_to_query" in spec.directions
+    columns_read = doc_to_query and spec.offset == 0 and spec.local_batch == world
+    p = _Problem(
+        x, y, spec.offset, spec.local_batch, world, negatives if own else 0, world if own else n_all,
+        columns_read, doc_to_query and not columns_read,
+    )  # fmt: skip
+    query_ids, candidate_ids = _ids(p, ids, device)
+    rows_slice = slice(p.offset, p.offset + p.local)
+    positive = _row_dot(x[rows_slice], y[rows_slice])  # (L,) the positive's similarity, as the products see it
+    threshold = thresholds(positive)
+    threshold = torch.full_like(positive, float("inf")) if threshold is None else threshold.float().contiguous()
+    s = scale.reshape(1).float().contiguous()
+    row_bytes = p.ncols * (4 + dtype.itemsize) + (world * (4 + dtype.itemsize) if p.by_rows else 0)
+    rows_per_chunk = chunk_rows(p.local, row_bytes, getattr(spec, "chunk_bytes", DEFAULT_CHUNK_BYTES), spec.tile_size)
+    chunks = [(r0, min(r0 + rows_per_chunk, p.local)) for r0 in range(0, p.local, rows_per_chunk)]
+    penalty = spec.penalty
+
+    grad_x = torch.zeros(x.shape, dtype=torch.float32, device=device)
+    grad_y = torch.zeros(y.shape, dtype=torch.float32, device=device)
+    lse = {"query_to_doc": torch.empty(p.local, dtype=torch.float32, device=device)}
+    per_row = {name: torch.empty(p.local, dtype=kind, device=device) for name, kind in
+               (("hardest", torch.float32), ("masked", torch.int32), ("duplicates", torch.int32))}  # fmt: skip
+    q2d_ids, d2q_ids = candidate_ids, query_ids
+
+    def rows_of(r0: int, r1: int, ids_: Tensor) -> RowInputs:
+        return RowInputs(ids_, threshold[r0:r1], s, penalty, p.offset + r0)
+
+    def q2d_rows(r0: int, r1: int) -> tuple[Tensor, Tensor | None]:
+        g0, g1 = p.offset + r0, p.offset + r1
+        return _mm(x[g0:g1], y[: p.ncols].T), _own_similarities(p, g0, g1)
+
+    def d2q_rows(r0: int, r1: int) -> Tensor:  # gathered: this rank's positives against every query
+        return _mm(y[p.offset + r0 : p.offset + r1], x.T)
+
+    def record(r0: int, r1: int, stats: kernels.RowStatistics) -> None:
+        lse["query_to_doc"][r0:r1] = stats.lse
+        per_row["hardest"][r0:r1], per_row["masked"][r0:r1] = stats.hardest, stats.masked
+        per_row["duplicates"][r0:r1] = stats.duplicates
+
+    psim = torch.zeros((), dtype=torch.float32, device=device)
+    no_penalty = (None, 0.0)
+    if p.columns_read:  # pass 1: the logsumexps of rows and columns; pass 2 below: the gradients
+        column = torch.full((world,), float("-inf"), dtype=torch.float32, device=device)
+        for r0, r1 in chunks:
+            sim, own_sim = q2d_rows(r0, r1)
+            record(r0, r1, kernels.row_statistics(sim, own_sim, rows_of(r0, r1, q2d_ids), world))
+            part = kernels.column_lse(sim[:, :world], rows_of(r0, r1, d2q_ids), ColumnInputs(d2q_ids, threshold))
+            column = torch.logaddexp(column, part)
+            del sim, own_sim
+        lse["doc_to_query"] = column
+        norms, normaliser = _normalisers(lse, s * positive, spec)
+        columns = ColumnInputs(d2q_ids, threshold, norms["doc_to_query"].contiguous())
+        for r0, r1 in chunks:
+            sim, own_sim = q2d_rows(r0, r1)
+            psim += _gradients(p, r0, r1, sim, own_sim, rows_of(r0, r1, q2d_ids), norms["query_to_doc"][r0:r1],
+                               grad_x, grad_y, columns)  # fmt: skip
+    else:
+        if p.by_rows:
+            lse["doc_to_query"] = torch.empty(p.local, dtype=torch.float32, device=device)
+        norms = normaliser = None
+        for r0, r1 in chunks:
+            sim, own_sim = q2d_rows(r0, r1)
+            record(r0, r1, kernels.row_statistics(sim, own_sim, rows_of(r0, r1, q2d_ids), world))
+            chunk_lse = {"query_to_doc": lse["query_to_doc"][r0:r1]}
+            if p.by_rows:
+                back = d2q_rows(r0, r1)
+                d2q_inputs = RowInputs(d2q_ids, threshold[r0:r1], s, no_penalty, p.offset + r0)
+                chunk_lse["doc_to_query"] = kernels.row_statistics(back, None, d2q_inputs, world).lse
+                lse["doc_to_query"][r0:r1] = chunk_lse["doc_to_query"]
+            chunk_norms, _ = _normalisers(chunk_lse, s * positive[r0:r1], spec)
+            psim += _gradients(p, r0, r1, sim, own_sim, rows_of(r0, r1, q2d_ids), chunk_norms["query_to_doc"],
+                               grad_x, grad_y)  # fmt: skip
+            if p.by_rows:  # x and y swap roles: the rows are positives, the columns queries
+                out = torch.empty(back.shape, dtype=dtype, device=device)
+                _, back_psim = kernels.probabilities(back, None, d2q_inputs, chunk_norms["doc_to_query"], out, world)
+                psim += back_psim.sum()
+                g0, g1 = p.offset + r0, p.offset + r1
+                _addmm_(grad_y[g0:g1], out, x)
+                _addmm_(grad_x, out.T, y[g0:g1])
+        norms, normaliser = _normalisers(lse, s * positive, spec)
+
+    weight = spec.row_weight()
+    # The positive pair's coefficient: -(weight) * (1 - p_pos) per direction, from the logsumexps without it.
+    coefficient = -weight * sum(torch.exp(lse[d] - norms[d]) for d in lse)
+    grad_x.mul_(weight)
+    grad_y.mul_(weight)
+    grad_x[rows_slice] += coefficient[:, None] * y[rows_slice].float()
+    grad_y[rows_slice] += coefficient[:, None] * x[rows_slice].float()
+    d_scale = weight * psim + (coefficient * positive).sum()
+    loss = normaliser.mean() - s[0] * positive.mean()
+    stats = _stats(p, positive, per_row["hardest"], per_row["masked"], per_row["duplicates"])
+    d_queries = _project(grad_x, q, inverse, 0)
+    d_candidates = _project(grad_y, c, inverse, 1)
+    return loss, stats, d_queries.mul_(s), d_candidates.mul_(s), d_scale
+
+
+def _gradients(p: _Problem, r0, r1, sim, own_sim, rows: RowInputs, norm, grad_x, grad_y, columns=None) -> Tensor:
+    """``G`` of a chunk, then ``grad_x[rows] += G y`` and ``grad_y += G^T x`` (unweighted); returns the chunk's
+    sum of ``p * sim``."""
+    out = torch.empty(sim.shape, dtype=p.x.dtype, device=sim.device)
+    own_p, psim = kernels.probabilities(sim, own_sim, rows, norm.contiguous(), out, p.world, columns)
+    del sim
+    g0, g1 = p.offset + r0, p.offset + r1
+    _addmm_(grad_x[g0:g1], out, p.y[: p.ncols])
+    _addmm_(grad_y[: p.ncols], out.T, p.x[g0:g1])
+    if own_p is not None:
+        _own_gradients(p, g0, g1, own_p, grad_x, grad_y)
+    return psim.sum()
+
+
+def _project(grad: Tensor, x: Tensor, inverse: tuple[Tensor, Tensor] | None, side: int) -> Tensor:
+    """Through ``x = u / ||u||``: ``(G - (x . G) x) / ||u||`` in place (``x`` normalised already)."""
+    if inverse is None:
+        return grad
+    along = torch.einsum("rd,rd->r", x, grad)
+    return grad.addcmul_(x, along[:, None], value=-1.0).mul_(inverse[side][:, None])
+
+
+class _ChunkedMNRFunction(torch.autograd.Function):
+    """Loss and statistics in forward, with every gradient computed there and saved; backward scales them."""
+
+    @staticmethod
+    def forward(ctx, queries, candidates, scale, ids, spec, thresholds, dtype, normalize):
+        s = (scale.detach() if isinstance(scale, Tensor) else torch.tensor(float(scale))).to(queries.device)
+        with torch.autocast(device_type=queries.device.type, enabled=False):
+            loss, stats, d_queries, d_candidates, d_scale = _forward(
+                queries, candidates, s, spec, ids, thresholds, dtype, normalize
+            )
+        ctx.save_for_backward(d_queries, d_candidates, d_scale)
+        ctx.input_dtypes = (queries.dtype, candidates.dtype, scale.dtype if isinstance(scale, Tensor) else None)
+        ctx.mark_non_differentiable(stats)
+        return loss, stats
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, grad_stats: Tensor):
+        # Multiply in float32, then cast once: an fp16 input under GradScaler's 2**16 loss scale must not see the
+        # scaled gradient in fp16 before the product is known.
+        out: list[Tensor | None] = []
+        for k, (grad, dtype) in enumerate(zip(ctx.saved_tensors, ctx.input_dtypes, strict=True)):
+            out.append((grad * grad_loss.to(grad.dtype)).to(dtype) if ctx.needs_input_grad[k] else None)
+        return (*out, None, None, None, None, None)
+
+
+def chunked_mnr_loss(
+    queries: Tensor,
+    candidates: Tensor,
+    scale: float | Tensor,
+    spec: Any,
+    ids: Ids | None,
+    thresholds,
+    dtype: torch.dtype,
+    normalize: bool,
+) -> tuple[Tensor, Tensor]:
+    """``(loss, stats)`` on the GPU path.
+
+    Args:
+        queries: ``(W, d)`` queries, every rank's when gathered (float32, bfloat16 or float16).
+        candidates: ``(W * (1 + n), d)``: the positives, then each hard-negative column.
+        scale: The scale; a tensor that requires grad gets its gradient.
+        spec: The :class:`~st_mnr_plus.losses.functional.MNRSpec` (options the path covers, checked by the
+            caller).
+        ids: Row identities for duplicate masking, or ``None``.
+        thresholds: ``thresholds(positive) -> (L,) bound or None``: the false-negative bounds from the positives'
+            similarities.
+        dtype: The products' dtype (:func:`.kernel_config.product_dtype`).
+        normalize: Cosine similarity: normalise here and project the gradients back.
+
+    Returns:
+        The float32 scalar loss and the detached :data:`~st_mnr_plus.losses.ops.STAT_NAMES` sums.
+    """
+    return _ChunkedMNRFunction.apply(queries, candidates, scale, ids, spec, thresholds, dtype, normalize)
