@@ -249,10 +249,10 @@ def _summary(options, train_dataset, build_report, loss_name, loss, args, total_
 
 def _attach_trainer(prepared: PreparedRecipe, callbacks: list[Any]) -> None:
     """Build the trainer for a prepared recipe, with the callbacks ahead of the reporters and the loss's state."""
-    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.base.evaluation.sequential import SequentialEvaluator
 
     from st_mnr_plus.callbacks import LossStateCallback, loss_own_parameters
+    from st_mnr_plus.recipe.trainer import RecipeTrainer
 
     options, model, loss = prepared.options, prepared.model, prepared.loss
     # The model card names the data; the loss it names itself, the sampler is added after training.
@@ -262,7 +262,7 @@ def _attach_trainer(prepared: PreparedRecipe, callbacks: list[Any]) -> None:
     # Our logging callbacks go ahead of the reporters (attach), so that their figures are reported too.
     attachable = [cb for cb in callbacks if callable(getattr(cb, "attach", None))]
     try:
-        trainer = SentenceTransformerTrainer(
+        trainer = RecipeTrainer(
             model=model,
             args=prepared.args,
             train_dataset=prepared.train_dataset,

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -30,6 +31,11 @@ RECIPE_TRAINER_DEFAULTS: dict[str, tuple[Any, str]] = {
     "report_to": (None, "none when the hub is offline (HF_HUB_OFFLINE=1), else the trainer's default"),
     "disable_tqdm": (False, "false"),
     "dataloader_pin_memory": (None, "true with a GPU (or another accelerator), else false: pinning needs one"),
+    "use_cpu": (
+        None,
+        "true when torchrun starts several processes on a machine with no GPU (or other accelerator), so that they "
+        "train one model over gloo; else false",
+    ),
 }
 
 # Trainer fields the recipe sets from its own options.
@@ -52,6 +58,22 @@ def accelerator_available() -> bool:
     if accelerator is not None:
         return bool(accelerator.is_available())
     return bool(torch.cuda.is_available())
+
+
+def launched_processes() -> int:
+    """How many processes the launcher (torchrun, accelerate launch) started: its ``WORLD_SIZE``, else 1.
+
+    Raises:
+        RecipeError: ``WORLD_SIZE`` is not a positive whole number.
+    """
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise RecipeError(f"The environment variable WORLD_SIZE must be a positive whole number, got {value!r}.")
+    return count
 
 
 def check_training_keys(values: Mapping[str, Any]) -> None:
@@ -111,7 +133,19 @@ def trainer_values(
     # In steps, not as a ratio: the trainer compares these with a resumed checkpoint's and warns when they differ.
     values.setdefault("eval_steps", max(1, (total_steps or 4) // 4))
     values.setdefault("save_steps", values["eval_steps"])
-    values.setdefault("dataloader_pin_memory", accelerator_available())
+    accelerator = accelerator_available()
+    values.setdefault("dataloader_pin_memory", accelerator)
+    processes = launched_processes()
+    if processes > 1 and not accelerator:
+        # Without use_cpu the trainer sets up no process group on a machine with no accelerator: every process
+        # would train, save and report a copy of its own.
+        if values.get("use_cpu") is False:
+            raise RecipeError(
+                f"The launcher started {processes} processes (WORLD_SIZE={processes}) on a machine with no GPU, "
+                "and use_cpu is false: each would train a separate copy. Leave --use_cpu out (or pass --use_cpu) "
+                "to train one model on the CPUs over gloo."
+            )
+        values["use_cpu"] = True
     if "report_to" not in values and hub_offline():
         values["report_to"] = "none"
     if "logging_steps" not in values:
