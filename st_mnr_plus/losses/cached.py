@@ -202,9 +202,12 @@ class CachedMNRPlus(CachedLossMixin, nn.Module):
         """
         super().__init__()
         if has_static_embedding_input(model):
+            # CMNRL's message first, which code written against it may match on.
             raise opt.OptionError(
-                "CachedMNRPlus cannot cache a StaticEmbedding model: its inputs (a flat token stream with offsets) "
-                "cannot be split into mini-batches, and it has no activations worth caching. Use MNRPlus instead."
+                "CachedMultipleNegativesRankingLoss is not compatible with a SentenceTransformer model based on a "
+                "StaticEmbedding, whose inputs cannot be split into mini-batches along a batch dimension. Consider "
+                "using MultipleNegativesRankingLoss instead. Nor is CachedMNRPlus: a StaticEmbedding's inputs (a flat "
+                "token stream with offsets) have no activations worth caching. Use MNRPlus instead."
             )
         # The wrapped loss owns and validates every loss option (this class forwards them to it, see options.py);
         # this class adds the caching and holds only the mini-batching options.

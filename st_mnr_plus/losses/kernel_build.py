@@ -1,15 +1,17 @@
-"""Ahead-of-time compilation of the fused MNR kernels for named GPUs, on a machine without one.
+"""Ahead-of-time compilation of the GPU path's Triton kernels for named GPUs, on a machine without one.
 
-:func:`configurations` lists every combination of kernel, ``constexpr`` values, warps, stages and dtype that the
+:func:`configurations` lists every combination of kernel, ``constexpr`` values, warps and dtype that the
 launchers of :mod:`.kernels` can launch; :func:`compile_configuration` compiles one for a compute capability with
 ``triton.compile`` (the ``ptxas`` that ships in the triton wheel: no driver, no GPU) and reads what the cubin
-uses with the wheel's ``cuobjdump --dump-resource-usage``; :func:`problems` says what is wrong with a
-:class:`Record`. ``python kernel_build.py --arch 80,90`` prints one line per configuration.
+uses with the wheel's ``cuobjdump`` (``--dump-resource-usage``, and ``-sass`` for the kind of matrix instruction:
+:func:`mma_kind`); :func:`problems` says what is wrong with a :class:`Record`. ``st-mnr-plus kernels --arch
+80,90`` prints one line per configuration, its MMA kind included.
 
-Each configuration is compiled for the specialisation that production inputs get: every pointer 16-byte aligned
-and ``d`` a multiple of 16. Triton's JIT specialises on both, so other inputs (``d = 50``, a sliced threshold)
-compile the same code again at run time with narrower loads, and ``d = 1`` as a constant; the other integer
-arguments are never specialised (``kernels._RUNTIME_INTS``).
+Since the GPU path runs its matrix products on cuBLAS, every kernel here is element-wise: each must compile to no
+MMA instruction at all, and a kernel that did products in Triton (:data:`PRODUCT_KERNELS`, empty today) would
+have to run its 16-bit products as HGMMA on sm_90. Each configuration is compiled for the specialisation that
+production inputs get: every pointer 16-byte aligned (a chunk's sliced vectors that are not compile the same code
+again at run time with narrower loads); the integer arguments are never specialised (``kernels._RUNTIME_INTS``).
 
 Why the compiler runs in worker processes: ``@triton.jit`` decides at decoration time whether it builds a
 compilable ``JITFunction`` or an ``InterpretedFunction``, from ``TRITON_INTERPRET``; with the interpreter on, the
@@ -51,6 +53,7 @@ __all__ = [
     "compile_all",
     "compile_configuration",
     "configurations",
+    "mma_kind",
     "problems",
 ]
 
@@ -74,32 +77,40 @@ MAX_FEATURES = 1 << 14
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-# Triton's type of each kernel argument that is not a constexpr ("{dtype}": the inputs' element type).
+# Triton's type of each kernel argument that is not a constexpr ("{dtype}": the products' element type, which only
+# the gradient of the logits, G, is stored in).
 _ARGUMENT_TYPES = {
-    "X": "*{dtype}",
-    "Y": "*{dtype}",
+    "S": "*fp32",
+    "OWN_SIM": "*fp32",
+    "G": "*{dtype}",
+    "OWN_P": "*fp32",
+    "PSIM": "*fp32",
     "IDS": "*i64",
+    "COLUMN_IDS": "*i64",
     "THRESHOLD": "*fp32",
+    "COLUMN_THRESHOLD": "*fp32",
+    "NORM": "*fp32",
+    "COLUMN_NORM": "*fp32",
     "SCALE": "*fp32",
     "LSE": "*fp32",
     "HARDEST": "*fp32",
     "MASKED": "*i32",
     "DUPLICATES": "*i32",
-    "NORM": "*fp32",
-    "GRAD_X": "*fp32",
-    "GRAD_OWN": "*fp32",
-    "GRAD_Y": "*fp32",
-    "weight": "fp32",
-    "offset": "i32",
-    "local": "i32",
+    "stride": "i32",
+    "g_stride": "i32",
+    "row0": "i32",
+    "rows": "i32",
     "ncols": "i32",
     "world": "i32",
     "n_own": "i32",
-    "d": "i32",
+    "alpha": "fp32",
+    "PENALTY": "i32",
 }
-_ALIGNED = "d"  # the one integer argument specialised on divisibility by 16 (see kernels._RUNTIME_INTS)
-# The fields of kernels.Blocks that are launch options; the others are the kernel's block-size constexprs.
-_LAUNCH_OPTIONS = ("num_warps", "num_stages")
+#: The kernels whose matrix products run in Triton (``tl.dot``), which must run on the tensor cores: none since
+#: the GPU path moved its products to cuBLAS. A kernel listed here is checked for HGMMA on sm_90 (16-bit).
+PRODUCT_KERNELS: frozenset[str] = frozenset()
+#: The dtypes a kernel's stores depend on: only ``probabilities`` writes G in the products' dtype.
+_DTYPE_KERNELS = {"probabilities"}
 
 
 def _load_kernels() -> ModuleType:
@@ -112,15 +123,20 @@ class Configuration:
     """One compiled variant: a kernel of :data:`kernels.KERNELS` with its constexprs and launch options."""
 
     kernel: str
-    dtype: str  # the inputs' element type: "fp32", "bf16" or "fp16"
+    dtype: str  # the products' element type: "fp32", "bf16" or "fp16"
     constexprs: tuple[tuple[str, object], ...]
     num_warps: int
-    num_stages: int
+    num_stages: int = 3
 
     @property
     def name(self) -> str:
-        values = " ".join(f"{k}={v}" for k, v in self.constexprs if k != "UPCAST")  # UPCAST: always False
-        return f"{self.kernel}[{self.dtype} {values} warps={self.num_warps} stages={self.num_stages}]"
+        values = " ".join(f"{k}={v}" for k, v in self.constexprs)
+        return f"{self.kernel}[{self.dtype} {values} warps={self.num_warps}]"
+
+    @property
+    def products(self) -> bool:
+        """Whether this kernel does matrix products in Triton (:data:`PRODUCT_KERNELS`)."""
+        return self.kernel in PRODUCT_KERNELS
 
     def to_json(self) -> dict:
         return {**asdict(self), "constexprs": [list(item) for item in self.constexprs]}
@@ -135,7 +151,10 @@ class Record:
     """What one configuration costs on one architecture (``ok=False``: it did not compile; ``message`` says why).
 
     ``local_bytes`` is the per-thread local memory, stack frame included: register spills. ``shared_bytes`` is
-    the static shared memory of the cubin plus the dynamic shared memory Triton launches it with.
+    the static shared memory of the cubin plus the dynamic shared memory Triton launches it with. ``mma`` is the
+    kind of matrix instruction its SASS holds: ``"HGMMA"`` (sm_90 warpgroup MMA), ``"HMMA"`` (``mma.sync``),
+    ``"none"``. ``products``: the kernel's products run in Triton (the configuration's :attr:`~Configuration.
+    products`). ``half``: its products' dtype is 16-bit.
     """
 
     name: str
@@ -146,31 +165,33 @@ class Record:
     ok: bool
     message: str = ""
     seconds: float = 0.0
+    mma: str = "none"
+    products: bool = False
+    half: bool = False
 
     def __str__(self) -> str:
         if not self.ok:
             return f"sm_{self.arch} {self.name}: FAILED: {self.message}"
         return (
             f"sm_{self.arch} {self.name}: {self.registers} registers, {self.local_bytes} B local, "
-            f"{self.shared_bytes} B shared ({self.seconds:.1f} s)"
+            f"{self.shared_bytes} B shared, MMA {self.mma} ({self.seconds:.1f} s)"
         )
 
 
 def configurations() -> list[Configuration]:
-    """Every configuration the launchers can launch: for each dtype and each ``input_precision`` of that dtype,
-    each kernel's distinct blocks among the :class:`kernels.BlockConfig` that :func:`kernels.block_config` returns
-    for ``d`` up to :data:`MAX_FEATURES` (one forward, and a backward per accumulator width). ``UPCAST`` is
-    interpreter-only and never compiled."""
-    kernels = _load_kernels()
+    """Every configuration the launchers can launch: each kernel of :data:`kernels.KERNELS` with the blocks of
+    :data:`.kernel_config.ELEMENTWISE_BLOCKS`, for each products' dtype where the kernel stores in it, and with
+    and without the column direction for ``probabilities``."""
+    from st_mnr_plus.losses.kernel_config import ELEMENTWISE_BLOCKS
+
     found = []
-    for dtype_name, dtype in _DTYPES.items():
-        chosen = dict.fromkeys(kernels.block_config(dtype, d) for d in range(1, MAX_FEATURES + 1))
-        for precision in kernels.precisions(dtype):
-            for name in kernels.KERNELS:
-                for blocks in dict.fromkeys(getattr(config, name) for config in chosen):
-                    sizes = {k: v for k, v in blocks._asdict().items() if k not in _LAUNCH_OPTIONS and v is not None}
-                    constexprs = tuple(sorted({"UPCAST": False, "PRECISION": precision, **sizes}.items()))
-                    found.append(Configuration(name, dtype_name, constexprs, blocks.num_warps, blocks.num_stages))
+    for name in _load_kernels().KERNELS:
+        blocks = ELEMENTWISE_BLOCKS[name]
+        sizes = {"BM": blocks.BM, "BN": blocks.BN}
+        variants = [{**sizes, "COLUMNS": columns} for columns in (False, True)] if name == "probabilities" else [sizes]
+        for dtype_name in _DTYPES if name in _DTYPE_KERNELS else ("fp32",):
+            for constexprs in variants:
+                found.append(Configuration(name, dtype_name, tuple(sorted(constexprs.items())), blocks.num_warps))
     return found
 
 
@@ -186,38 +207,57 @@ def _source(config: Configuration, kernels: ModuleType):
             signature[arg] = "constexpr"
             continue
         signature[arg] = _ARGUMENT_TYPES[arg].format(dtype=config.dtype)
-        if signature[arg].startswith("*") or arg == _ALIGNED:
+        if signature[arg].startswith("*"):
             attrs[(index,)] = [["tt.divisibility", 16]]
     return ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
 
 
-def _resource_usage(cubin: bytes) -> dict[str, int]:
-    """``REG``, ``STACK``, ``SHARED``, ``LOCAL``... of the cubin's kernel, from ``cuobjdump --dump-resource-usage``."""
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+def _tool(name: str) -> str:
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def _cuobjdump(cubin: bytes, *flags: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
-        out = subprocess.run(
-            [str(tool), "--dump-resource-usage", str(path)], capture_output=True, text=True, check=True
-        )
-    lines = [line for line in out.stdout.splitlines() if "REG:" in line]
+        return subprocess.run(
+            [_tool("cuobjdump"), *flags, str(path)], capture_output=True, text=True, check=True
+        ).stdout
+
+
+def _resource_usage(cubin: bytes) -> dict[str, int]:
+    """``REG``, ``STACK``, ``SHARED``, ``LOCAL``... of the cubin's kernel, from ``cuobjdump --dump-resource-usage``."""
+    out = _cuobjdump(cubin, "--dump-resource-usage")
+    lines = [line for line in out.splitlines() if "REG:" in line]
     if len(lines) != 1:
-        raise RuntimeError(f"expected one kernel in cuobjdump's output, got:\n{out.stdout}")
+        raise RuntimeError(f"expected one kernel in cuobjdump's output, got:\n{out}")
     return {key: int(value) for key, value in re.findall(r"(\w+):(\d+)", lines[0])}
+
+
+def mma_kind(sass: str) -> str:
+    """The matrix instructions of a SASS listing: ``"HGMMA"`` (warpgroup MMA, sm_90), ``"HMMA"`` (``mma.sync``
+    on the tensor cores) or ``"none"``; HGMMA wins where both appear."""
+    if re.search(r"\bHGMMA\b", sass):
+        return "HGMMA"
+    if re.search(r"\bHMMA\b", sass):
+        return "HMMA"
+    return "none"
 
 
 def _compile_here(config: Configuration, arch: int) -> Record:
     from triton.backends.compiler import GPUTarget
 
     start = time.perf_counter()
+    flags = {"products": config.products, "half": config.dtype != "fp32"}
     try:
         kernels = _load_kernels()
         options = {"num_warps": config.num_warps, "num_stages": config.num_stages, "enable_fp_fusion": True}
         compiled = triton.compile(_source(config, kernels), target=GPUTarget("cuda", arch, 32), options=options)
         usage = _resource_usage(compiled.asm["cubin"])
+        mma = mma_kind(_cuobjdump(compiled.asm["cubin"], "-sass"))
     except Exception as error:  # a failed compile is a result to report, not a crash of the whole build
         message = " ".join(f"{type(error).__name__}: {error}".split())[:500]
-        return Record(config.name, arch, 0, 0, 0, False, message, time.perf_counter() - start)
+        return Record(config.name, arch, 0, 0, 0, False, message, time.perf_counter() - start, **flags)
     return Record(
         config.name,
         arch,
@@ -226,6 +266,8 @@ def _compile_here(config: Configuration, arch: int) -> Record:
         usage.get("SHARED", 0) + compiled.metadata.shared,
         True,
         seconds=time.perf_counter() - start,
+        mma=mma,
+        **flags,
     )
 
 
@@ -274,7 +316,9 @@ def compile_all(
 
 def problems(record: Record) -> list[str]:
     """What is wrong with a compiled configuration: a failed compile, spills (local memory), shared memory over
-    the architecture's per-block limit, or more registers than a thread can address. Empty when it is fine."""
+    the architecture's per-block limit, more registers than a thread can address, a 16-bit configuration whose
+    products run on ``mma.sync`` alone on sm_90 (not warpgroup MMA), or matrix instructions in an element-wise
+    kernel. Empty when it is fine."""
     if not record.ok:
         return [f"compilation failed: {record.message}"]
     found = []
@@ -287,6 +331,10 @@ def problems(record: Record) -> list[str]:
         found.append(f"{record.shared_bytes} bytes of shared memory, over sm_{record.arch}'s {limit} per block")
     if record.registers > MAX_REGISTERS:
         found.append(f"{record.registers} registers, over {MAX_REGISTERS}")
+    if record.products and record.half and record.arch >= 90 and record.mma != "HGMMA":
+        found.append(f"16-bit products on {record.mma}, not HGMMA, on sm_{record.arch}")
+    if not record.products and record.mma != "none":
+        found.append(f"{record.mma} instructions in an element-wise kernel")
     return found
 
 

@@ -34,12 +34,13 @@ class Blocks(NamedTuple):
 
 
 #: One configuration per kernel, for every dtype: the kernels read float32 similarities whatever the products'
-#: dtype (only ``probabilities`` writes that dtype), so the dtype changes one store, not the blocks. 8 x 256
-#: float32 entries per step: 16 per thread at 4 warps, 8 KB of a row block in flight per program.
+#: dtype (only ``probabilities`` writes that dtype), so the dtype changes one store, not the blocks. 4 x 256
+#: float32 entries per step, 8 per thread at 4 warps: 36-96 registers a thread on sm_90 (``st-mnr-plus kernels``),
+#: where 8 x 256 took 168-248 and left two blocks per SM for kernels that live on memory bandwidth.
 ELEMENTWISE_BLOCKS: dict[str, Blocks] = {
-    "row_lse": Blocks(BM=8, BN=256, num_warps=4),
-    "column_lse": Blocks(BM=8, BN=256, num_warps=4),
-    "probabilities": Blocks(BM=8, BN=256, num_warps=4),
+    "row_lse": Blocks(BM=4, BN=256, num_warps=4),
+    "column_lse": Blocks(BM=4, BN=256, num_warps=4),
+    "probabilities": Blocks(BM=4, BN=256, num_warps=4),
 }
 
 

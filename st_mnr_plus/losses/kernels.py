@@ -22,7 +22,7 @@ without the positive, in float32 (:mod:`.chunked`).
 
 Masks (every kernel, through ``_logits``): entry ``(g, j)`` with ``j != g`` is excluded when it is a duplicate
 (equal identities) or a false negative (raw similarity above the row's threshold; the column's, read down
-columns). ``PENALTY`` adds the hardness penalty ``alpha * sim`` (a stop-gradient: it moves the logits, not the
+columns). ``PENALTY`` (a run-time code, one compiled variant for every mode) adds the hardness penalty ``alpha * sim`` (a stop-gradient: it moves the logits, not the
 gradient) to the entries its mode names: 1 = in_batch_negatives (columns that are not the row's own documents,
 ``j % W != g``), 2 = all_negatives (every column but the positive), 3 = hard_negatives (the row's own hard
 negatives, ``j % W == g`` with ``j >= W``); own-negative entries carry it under modes 2 and 3.
@@ -66,7 +66,7 @@ __all__ = [
 
 # Integer arguments that may equal 1 (one row, one negative column): Triton would otherwise compile a separate
 # specialisation for the value 1.
-_RUNTIME_INTS = ["stride", "row0", "rows", "ncols", "world", "n_own", "g_stride"]
+_RUNTIME_INTS = ["stride", "row0", "rows", "ncols", "world", "n_own", "g_stride", "PENALTY"]
 
 
 def interpreting() -> bool:
@@ -79,7 +79,7 @@ def interpreting() -> bool:
 
 
 @triton.jit
-def _logits(sim, g, j, row_id, col_id, threshold, scale, alpha, valid, world, own_entry, PENALTY: tl.constexpr):
+def _logits(sim, g, j, row_id, col_id, threshold, scale, alpha, valid, world, own_entry, PENALTY):
     """``(logit, kept, excluded, duplicate)`` of a block of entries, its operands broadcast to the block.
 
     ``kept`` leaves out the positive (``j == g``), the excluded entries and the padding; ``logit`` is -inf
@@ -113,6 +113,18 @@ def _online(run_max, run_sum, logit, AXIS: tl.constexpr):
 
 
 @triton.jit
+def _to_store(p, dtype: tl.constexpr):
+    """``p`` (float32) in ``dtype``, rounded to nearest even. For bfloat16 the rounding is done on the bits (add
+    half an ulp, ties to even, and clear the low half), so that the cast that follows is exact: GPUs round
+    float32 -> bfloat16 to nearest, Triton's interpreter truncates, and both must store the same G."""
+    if dtype == tl.bfloat16:
+        bits = p.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True).to(tl.bfloat16)
+    return p.to(dtype)
+
+
+@triton.jit
 def _finish(run_max, run_sum):
     some = run_sum > 0  # nothing kept: the logsumexp is -inf
     return tl.where(some, run_max + tl.log(tl.where(some, run_sum, 1.0)), float("-inf"))
@@ -128,8 +140,8 @@ def _finish(run_max, run_sum):
 @triton.jit(do_not_specialize=_RUNTIME_INTS)
 def _row_lse_kernel(
     S, stride, OWN_SIM, IDS, THRESHOLD, SCALE, LSE, HARDEST, MASKED, DUPLICATES,
-    row0, rows, ncols, world, n_own, alpha,
-    BM: tl.constexpr, BN: tl.constexpr, PENALTY: tl.constexpr,
+    row0, rows, ncols, world, n_own, alpha, PENALTY,
+    BM: tl.constexpr, BN: tl.constexpr,
 ):  # fmt: skip
     """Per row of the chunk: logsumexp of its kept logits without the positive, and its statistics."""
     r = tl.program_id(0) * BM + tl.arange(0, BM)
@@ -212,8 +224,8 @@ def _column_lse_kernel(
 def _probabilities_kernel(
     S, stride, OWN_SIM, G, g_stride, OWN_P, PSIM,
     IDS, THRESHOLD, NORM, COLUMN_IDS, COLUMN_THRESHOLD, COLUMN_NORM, SCALE,
-    row0, rows, ncols, world, n_own, alpha,
-    BM: tl.constexpr, BN: tl.constexpr, PENALTY: tl.constexpr, COLUMNS: tl.constexpr,
+    row0, rows, ncols, world, n_own, alpha, PENALTY,
+    BM: tl.constexpr, BN: tl.constexpr, COLUMNS: tl.constexpr,
 ):  # fmt: skip
     """``G[r, j] = exp(logit_row - NORM[r]) (+ exp(logit_col - COLUMN_NORM[j]) for j < W with COLUMNS)``, 0 on
     the positive and on excluded entries, stored in ``G``'s dtype; ``OWN_P[r, k]`` the own negatives' float32
@@ -258,7 +270,7 @@ def _probabilities_kernel(
             p += tl.exp(column_logit - column_norm[None, :])
         psim += tl.sum(p * sim, axis=1)
         dense_block = r_mask[:, None] & dense[None, :]
-        tl.store(G + row_offset * g_stride + j[None, :], p.to(G.dtype.element_ty), mask=dense_block)
+        tl.store(G + row_offset * g_stride + j[None, :], _to_store(p, G.dtype.element_ty), mask=dense_block)
         tl.store(OWN_P + row_offset * n_own + k[None, :], p, mask=r_mask[:, None] & own_entry[None, :])
     tl.store(PSIM + r, psim, mask=r_mask)
 
@@ -344,8 +356,8 @@ def row_statistics(sim: Tensor, own_sim: Tensor | None, rows: RowInputs, world: 
     with _on_device(sim):
         _row_lse_kernel[(triton.cdiv(count, blocks.BM),)](
             sim, sim.stride(0), own_sim, rows.ids, rows.threshold, rows.scale, lse, hardest, masked, duplicates,
-            rows.row0, count, sim.shape[1], world, n_own, float(rows.penalty[1]),
-            BM=blocks.BM, BN=blocks.BN, PENALTY=PENALTY_CODES[rows.penalty[0]], num_warps=blocks.num_warps,
+            rows.row0, count, sim.shape[1], world, n_own, float(rows.penalty[1]), PENALTY_CODES[rows.penalty[0]],
+            BM=blocks.BM, BN=blocks.BN, num_warps=blocks.num_warps,
         )  # fmt: skip
     return RowStatistics(lse, hardest, masked, duplicates)
 
@@ -401,8 +413,8 @@ def probabilities(
         _probabilities_kernel[(triton.cdiv(count, blocks.BM),)](
             sim, sim.stride(0), own_sim, out, out.stride(0), own_p, psim,
             rows.ids, rows.threshold, norm, column.ids, column.threshold, column.norm, rows.scale,
-            rows.row0, count, sim.shape[1], world, n_own, float(rows.penalty[1]),
-            BM=blocks.BM, BN=blocks.BN, PENALTY=PENALTY_CODES[rows.penalty[0]], COLUMNS=by_columns,
+            rows.row0, count, sim.shape[1], world, n_own, float(rows.penalty[1]), PENALTY_CODES[rows.penalty[0]],
+            BM=blocks.BM, BN=blocks.BN, COLUMNS=by_columns,
             num_warps=blocks.num_warps,
         )  # fmt: skip
     return (own_p if n_own else None), psim

@@ -271,7 +271,7 @@ class MNRPlus(nn.Module):
                 self.hardness_mode,
             )
         self._learnable = opt.check_bool(learnable_scale, "learnable_scale")
-        scale = opt.check_scale(scale)
+        scale = opt.validate("scale", scale)
         if self._learnable:
             if scale > self.max_scale:
                 raise ValueError(
@@ -365,10 +365,10 @@ class MNRPlus(nn.Module):
             # A tensor, e.g. an nn.Parameter the user trains (MNRL multiplies by whatever its attribute holds).
             if value.numel() != 1 or not value.is_floating_point():
                 raise ValueError(f"scale must be a positive number or a one-element float tensor, got {value!r}")
-            opt.check_scale(float(value.detach()))
+            opt.validate("scale", float(value.detach()))
             self._fixed_scale = value.reshape(())
             return
-        value = opt.check_scale(value)
+        value = opt.validate("scale", value)
         if not self._learnable:
             self._fixed_scale = value
             return

@@ -13,6 +13,9 @@ Adding an option: one row here, and its math in :mod:`.ops` / :mod:`.functional`
 
 Each check returns the value in its canonical form (a tuple for ``directions``, a float for numbers) and raises
 :class:`OptionError`, a :class:`~st_mnr_plus.common.ConfigurationError` (so a ``ValueError``) naming the option.
+Where sentence-transformers rejects the value too, the row's ``upstream`` gives its message (MNRL is asked, see
+:func:`mnrl_message`), and the error says that first, then ours (:meth:`LossOption.validate`): code written against
+MNRL/CMNRL that matches on their messages keeps working with our losses swapped in.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from sentence_transformers.util import cos_sim
 from sentence_transformers.util import similarity_fct_name as _similarity_fct_name
 
@@ -56,9 +60,9 @@ def _is_number(value: Any) -> bool:
 
 
 def check_scale(value: Any, name: str = "scale") -> float:
-    """A positive finite number; the message starts with sentence-transformers' own, which code may match."""
+    """A positive finite number."""
     if not _is_number(value) or not 0 < value < math.inf:
-        raise OptionError(f"Scale must be a positive value: a finite number > 0, got {name}={value!r}")
+        raise OptionError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
@@ -146,12 +150,38 @@ def check_directions(value: Any, name: str = "directions") -> tuple[str, ...]:
 
 
 def check_combination(directions: tuple[str, ...], partition_mode: str) -> None:
-    """Options that are valid alone but not together."""
+    """Options that are valid alone but not together; the message starts with sentence-transformers' own."""
     if partition_mode == "per_direction" and set(directions) & {"query_to_query", "doc_to_doc"}:
+        upstream = _mnrl_message(directions=directions, partition_mode=partition_mode)
         raise OptionError(
-            "partition_mode='per_direction' requires every direction's candidate pool to include the positive pair; "
-            "'query_to_query' and 'doc_to_doc' do not. Use partition_mode='joint'."
+            (f"{upstream} " if upstream else "")
+            + "partition_mode='per_direction' requires every direction's candidate pool to include the positive "
+            f"pair; 'query_to_query' and 'doc_to_doc' do not. Use partition_mode='joint' (got {directions!r})."
         )
+
+
+# ---- sentence-transformers' messages -----------------------------------------------------------------------------
+
+
+def _mnrl_message(**arguments: Any) -> str | None:
+    """What sentence-transformers' ``MultipleNegativesRankingLoss`` says of ``arguments`` (the others at their
+    defaults): the message of its ``ValueError``, or ``None`` where it accepts them.
+
+    Asked, not copied: some of its messages print a set, whose order no copy could reproduce, and the message
+    follows the installed version.
+    """
+    try:
+        MultipleNegativesRankingLoss(None, **arguments)
+    except ValueError as exc:
+        return str(exc)
+    except Exception:  # it fails on the value in its own way (a TypeError comparing a string with 0): no message
+        return None
+    return None
+
+
+def mnrl_message(name: str, value: Any) -> str | None:
+    """An ``upstream`` for the options that ``MultipleNegativesRankingLoss`` checks: its message for the value."""
+    return _mnrl_message(**{name: value})
 
 
 # ---- the table -------------------------------------------------------------------------------------------------
@@ -178,6 +208,9 @@ class LossOption:
         spec: It shapes the computation: :class:`~st_mnr_plus.losses.functional.MNRSpec` carries it.
         kernel: For a ``spec`` option, which of its values the fused Triton kernel computes; other values run on
             the PyTorch path (``backend="auto"``) or are refused (``backend="triton"``).
+        upstream: Where sentence-transformers' MNRL or CMNRL rejects a value too: its message, or a function of
+            the option's name and value giving it (``None`` where it accepts the value, as :func:`mnrl_message`).
+            :meth:`validate` puts it first.
     """
 
     name: str
@@ -188,13 +221,35 @@ class LossOption:
     card: bool | Callable[[Any], Any] = True
     spec: bool = False
     kernel: Callable[[Any], bool] = _always
+    upstream: str | Callable[[str, Any], str | None] | None = None
+
+    def validate(self, value: Any, name: str | None = None) -> Any:
+        """``value`` checked and in canonical form (a :data:`Check`; ``name`` defaults to the option's).
+
+        Raises:
+            OptionError: what :attr:`check` raises, after sentence-transformers' message where it has one.
+        """
+        name = name or self.name
+        try:
+            return self.check(value, name)
+        except OptionError as exc:
+            upstream = self.upstream(self.name, value) if callable(self.upstream) else self.upstream
+            if upstream is None:
+                raise
+            raise OptionError(f"{upstream} {exc}") from None
 
 
 LOSS_OPTIONS: tuple[LossOption, ...] = (
-    LossOption("scale", 20.0, check_scale, stored=False),
+    LossOption("scale", 20.0, check_scale, stored=False, upstream=mnrl_message),
     LossOption("similarity_fct", cos_sim, check_callable, card=_similarity_fct_name),
     LossOption("mini_batch_size", 32, check_positive_int, owner="cache"),
-    LossOption("mini_batch_num_tokens", None, check_optional_positive_int, owner="cache"),
+    LossOption(
+        "mini_batch_num_tokens",
+        None,
+        check_optional_positive_int,
+        owner="cache",
+        upstream="mini_batch_num_tokens must be a positive integer or None.",
+    ),
     LossOption("gather_across_devices", False, check_bool),
     LossOption(
         "directions",
@@ -202,11 +257,12 @@ LOSS_OPTIONS: tuple[LossOption, ...] = (
         check_directions,
         spec=True,
         kernel=lambda value: set(value) <= {"query_to_doc", "doc_to_query"},
+        upstream=mnrl_message,
     ),
-    LossOption("partition_mode", "joint", check_choice(PARTITION_MODES), spec=True),
+    LossOption("partition_mode", "joint", check_choice(PARTITION_MODES), spec=True, upstream=mnrl_message),
     LossOption("show_progress_bar", False, check_bool, owner="cache", card=False),
-    LossOption("hardness_mode", None, check_choice(HARDNESS_MODES), spec=True),
-    LossOption("hardness_strength", 0.0, check_non_negative, spec=True),
+    LossOption("hardness_mode", None, check_choice(HARDNESS_MODES), spec=True, upstream=mnrl_message),
+    LossOption("hardness_strength", 0.0, check_non_negative, spec=True, upstream=mnrl_message),
     LossOption("symmetric", False, check_bool, stored=False, card=False),
     LossOption("mask_duplicates", True, check_bool),
     LossOption("false_negative_margin", None, check_optional_finite, spec=True),
@@ -222,6 +278,13 @@ LOSS_OPTIONS: tuple[LossOption, ...] = (
 """Every option of :class:`MNRPlus` and :class:`CachedMNRPlus`, in the order of the model card."""
 
 OPTIONS_BY_NAME: Mapping[str, LossOption] = {option.name: option for option in LOSS_OPTIONS}
+
+
+def validate(name: str, value: Any) -> Any:
+    """``value`` for the option ``name``, checked as its row says (:meth:`LossOption.validate`)."""
+    return OPTIONS_BY_NAME[name].validate(value)
+
+
 SPEC_OPTIONS: tuple[LossOption, ...] = tuple(option for option in LOSS_OPTIONS if option.spec)
 
 
@@ -285,7 +348,7 @@ def declare_options(owner: Literal["loss", "cache"], *, delegate: bool = False) 
             if delegate and option.owner == "loss":
                 _install(cls, option.name, Delegated())
             elif option.stored and option.owner == owner:
-                _install(cls, option.name, Option(option.check))
+                _install(cls, option.name, Option(option.validate))
         return cls
 
     return decorate
@@ -319,7 +382,7 @@ def checked_spec_values(values: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(values) - {option.name for option in SPEC_OPTIONS})
     if unknown:
         raise OptionError(f"unknown option(s) {unknown}; the computation takes {[o.name for o in SPEC_OPTIONS]}")
-    checked = {o.name: o.check(values.get(o.name, o.default), o.name) for o in SPEC_OPTIONS}
+    checked = {o.name: o.validate(values.get(o.name, o.default)) for o in SPEC_OPTIONS}
     check_combination(checked["directions"], checked["partition_mode"])
     return checked
 

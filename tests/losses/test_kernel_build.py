@@ -1,17 +1,17 @@
-"""The fused kernels compile for sm_80 and sm_90 without a GPU (st_mnr_plus.losses.kernel_build), with no spills.
+"""The GPU path's kernels compile for sm_80 and sm_90 without a GPU (st_mnr_plus.losses.kernel_build).
 
-Configurations the launchers can launch are compiled with the ptxas of the triton wheel, in worker processes (so
-this runs whether or not the interpreter tests set TRITON_INTERPRET in this process), and each cubin's resource
-usage is checked: no failure, no local memory (spills), shared memory within the architecture's limit, registers
-within 255. By default the widest of each kernel, dtype and precision (the largest accumulator: the most shared
-memory, and the most registers to spill), 24 compiles; every configuration (64, about four times as long on two
-cores) with ``-m slow``, and in ``st-mnr-plus kernels``.
+Every configuration the launchers can launch (8: three element-wise kernels, ``probabilities`` in each products'
+dtype with and without the column direction) is compiled with the ptxas of the triton wheel, in worker processes
+(so this runs whether or not the interpreter tests set TRITON_INTERPRET in this process), and each cubin is
+checked: no failure, no local memory (spills), shared memory within the architecture's limit, registers within
+255, and no matrix instruction in its SASS (the products run on cuBLAS). 16 compiles, about 20 s on two cores.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-import torch
 
 pytest.importorskip("triton")
 from st_mnr_plus.losses import kernel_build
@@ -19,117 +19,91 @@ from st_mnr_plus.losses import kernel_build
 ARCHS = (80, 90)
 
 
-def _key(config: kernel_build.Configuration) -> tuple[str, str, str]:
-    return config.kernel, config.dtype, dict(config.constexprs)["PRECISION"]
-
-
-def widest(configs: list[kernel_build.Configuration]) -> list[kernel_build.Configuration]:
-    """Of each kernel, dtype and precision, the configuration with the widest backward accumulator (the forward's
-    one)."""
-    width = lambda config: dict(config.constexprs).get("BD", 0)  # noqa: E731
-    best = {}
-    for config in configs:
-        if _key(config) not in best or width(config) > width(best[_key(config)]):
-            best[_key(config)] = config
-    return list(best.values())
-
-
 @pytest.fixture(scope="module")
 def records() -> list[kernel_build.Record]:
-    return kernel_build.compile_all(widest(kernel_build.configurations()), archs=ARCHS)
+    return kernel_build.compile_all(archs=ARCHS)
 
 
-def _assert_fine(records: list[kernel_build.Record]) -> None:
-    found = [
-        f"{record}: {'; '.join(kernel_build.problems(record))}" for record in records if kernel_build.problems(record)
-    ]
+def test_every_configuration_compiles_for_sm80_and_sm90_with_no_problem(records: list[kernel_build.Record]):
+    configs = kernel_build.configurations()
+    assert len(records) == len(configs) * len(ARCHS)
+    found = [f"{r}: {'; '.join(kernel_build.problems(r))}" for r in records if kernel_build.problems(r)]
     assert not found, "\n".join(found)
 
 
-def test_the_widest_configurations_compile_without_spills_for_sm80_and_sm90(records: list[kernel_build.Record]):
-    configs = widest(kernel_build.configurations())
-    assert len(configs) == 12  # forward, by rows, by columns x fp32 ieee, fp32 tf32, bf16, fp16
-    assert len(records) == len(configs) * len(ARCHS)
-    assert {dict(c.constexprs).get("BD") for c in configs} == {None, 512}
-    _assert_fine(records)
+def test_no_kernel_keeps_a_matrix_product_and_none_has_mma_instructions(records: list[kernel_build.Record]):
+    assert kernel_build.PRODUCT_KERNELS == frozenset()
+    assert {r.mma for r in records} == {"none"}
+    assert not any(r.products for r in records)
 
 
-@pytest.mark.slow
-def test_every_configuration_compiles_without_spills_for_sm80_and_sm90():
-    records = kernel_build.compile_all(archs=ARCHS)
-    assert len(records) == len(kernel_build.configurations()) * len(ARCHS)
-    _assert_fine(records)
-
-
-def test_configurations_cover_each_dtype_precision_and_kernel():
-    configs = kernel_build.configurations()
-    kinds = {(config.kernel, config.dtype, dict(config.constexprs)["PRECISION"]) for config in configs}
-    for kernel in ("forward", "backward_rows", "backward_columns"):
-        assert {
-            (kernel, "fp32", "ieee"),
-            (kernel, "fp32", "tf32"),
-            (kernel, "bf16", "ieee"),
-            (kernel, "fp16", "ieee"),
-        } <= kinds
-    assert all(not dict(config.constexprs)["UPCAST"] for config in configs)  # interpreter-only
-    assert len({config.name for config in configs}) == len(configs)
-
-
-def test_configurations_hold_one_forward_and_a_backward_for_each_accumulator_width():
-    """What the launchers can launch (kernels.block_config over every d) is compiled: one forward per dtype and
-    precision, and a configuration of each backward kernel per accumulator width BD."""
+def test_configurations_cover_each_kernel_and_the_dtypes_g_is_stored_in():
     from st_mnr_plus.losses import kernels  # here: tests/conftest.py has chosen the interpreter or not by now
 
     configs = kernel_build.configurations()
-    widths = {"fp32": {64, 128, 256, 512}, "bf16": {128, 256, 512}, "fp16": {128, 256, 512}}
-    for dtype, expected in widths.items():
-        for precision in ("ieee", "tf32") if dtype == "fp32" else ("ieee",):
-            mine = [c for c in configs if c.dtype == dtype and dict(c.constexprs)["PRECISION"] == precision]
-            assert sum(c.kernel == "forward" for c in mine) == 1, (dtype, precision)
-            for kernel in ("backward_rows", "backward_columns"):
-                found = sorted(dict(c.constexprs)["BD"] for c in mine if c.kernel == kernel)
-                assert found == sorted(expected), (dtype, precision, kernel)
-    names = {config.name for config in configs}
-    for d in (1, 100, 384, 768, 4096):  # spot checks of the launchers' choice against the compiled names
-        blocks = kernels.block_config(torch.bfloat16, d).backward_rows
-        name = (
-            f"backward_rows[bf16 BD={blocks.BD} BK={blocks.BK} BM={blocks.BM} BN={blocks.BN} PRECISION=ieee "
-            f"warps={blocks.num_warps} stages={blocks.num_stages}]"
-        )
-        assert name in names, d
+    assert {c.kernel for c in configs} == set(kernels.KERNELS)
+    stored = {(c.dtype, dict(c.constexprs)["COLUMNS"]) for c in configs if c.kernel == "probabilities"}
+    assert stored == {(dtype, columns) for dtype in ("fp32", "bf16", "fp16") for columns in (False, True)}
+    assert len(configs) == len(set(configs)) == 8
 
 
-def test_problems_name_what_is_wrong():
-    fine = kernel_build.Record("k", 80, registers=128, local_bytes=0, shared_bytes=32768, ok=True)
-    assert kernel_build.problems(fine) == []
-    assert "sm_80 k: 128 registers, 0 B local, 32768 B shared" in str(fine)
-    spilling = kernel_build.Record("k", 90, registers=255, local_bytes=16, shared_bytes=240_000, ok=True)
-    assert kernel_build.problems(spilling) == [
-        "spills: 16 bytes of local memory per thread",
-        "240000 bytes of shared memory, over sm_90's 232448 per block",
-    ]
-    failed = kernel_build.Record("k", 80, 0, 0, 0, ok=False, message="ptxas error")
-    assert kernel_build.problems(failed) == ["compilation failed: ptxas error"]
-    assert "FAILED: ptxas error" in str(failed)
+@pytest.mark.parametrize(
+    ("sass", "kind"),
+    [
+        ("        /*0a40*/  HGMMA.64x64x16.F32.BF16 R24, gdesc[UR4], R24 ;", "HGMMA"),
+        ("        /*0a40*/  HMMA.16816.F32.BF16 R4, R12, R16, R4 ;", "HMMA"),
+        ("HMMA.16816.F32 R4, R12, R16, R4 ;\nHGMMA.64x64x16.F32.BF16 R24, gdesc[UR4], R24 ;", "HGMMA"),
+        ("        /*0a40*/  FFMA R4, R12, R16, R4 ;\n  MUFU.EX2 R2, R2 ;", "none"),
+    ],
+    ids=["hgmma", "hmma", "both", "none"],
+)
+def test_mma_kind_reads_the_sass(sass: str, kind: str):
+    assert kernel_build.mma_kind(sass) == kind
 
 
-def test_the_kernels_command_prints_every_configuration_and_its_resources(records, capsys, monkeypatch):
-    """``st-mnr-plus kernels --arch 80,90``: one line per configuration and architecture, exit status 0. The
-    command gets the ``records`` fixture's rather than compiling them again (every configuration: minutes)."""
-    from st_mnr_plus.cli import main
+def _record(**changes) -> kernel_build.Record:
+    fields = {"name": "k", "arch": 90, "registers": 64, "local_bytes": 0, "shared_bytes": 1024, "ok": True}
+    return kernel_build.Record(**{**fields, **changes})
 
-    def compile_all(configs=None, archs=(80, 90), processes=None):
-        assert configs is None  # every configuration
-        assert list(archs) == list(ARCHS)
-        return records  # the widest only: the command prints what it gets
 
-    monkeypatch.setattr(kernel_build, "compile_all", compile_all)
-    assert main(["kernels", "--arch", "sm_80,90"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(records) + 1
-    assert all(" registers, 0 B local, " in line for line in lines[:-1])
-    assert lines[-1].startswith(f"{len(records)} configurations in ")
-    assert lines[-1].endswith(", 0 with problems")
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({}, None),
+        ({"ok": False, "message": "boom"}, "compilation failed: boom"),
+        ({"local_bytes": 8}, "spills: 8 bytes"),
+        ({"shared_bytes": 300 * 1024}, "over sm_90's"),
+        ({"registers": 300}, "300 registers"),
+        ({"products": True, "half": True, "mma": "HMMA"}, "16-bit products on HMMA, not HGMMA, on sm_90"),
+        ({"products": True, "half": True, "mma": "HGMMA"}, None),
+        ({"products": True, "half": True, "mma": "HMMA", "arch": 80}, None),
+        ({"products": True, "half": False, "mma": "HMMA"}, None),
+        ({"mma": "HMMA"}, "HMMA instructions in an element-wise kernel"),
+    ],
+)
+def test_problems_name_what_is_wrong(changes: dict, problem: str | None):
+    found = kernel_build.problems(_record(**changes))
+    if problem is None:
+        assert found == []
+    else:
+        assert any(problem in line for line in found), found
+
+
+def test_the_kernels_command_prints_every_configuration_its_mma_kind_and_exits_non_zero_on_a_problem(
+    records, capsys, monkeypatch
+):
+    from st_mnr_plus import cli
+
+    monkeypatch.setattr(kernel_build, "compile_all", lambda archs, processes=None: records)
+    assert cli.main(["kernels", "--arch", "sm_80,90"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("MMA none") == len(records)
+    assert f"{len(records)} configurations" in out
+    assert "0 with problems" in out
+    bad = [dataclasses.replace(records[0], products=True, half=True, mma="HMMA", arch=90)]
+    monkeypatch.setattr(kernel_build, "compile_all", lambda archs, processes=None: bad)
+    assert cli.main(["kernels", "--arch", "90"]) == 1  # what CI's `st-mnr-plus kernels --arch 80,90` would fail on
+    assert "16-bit products on HMMA, not HGMMA" in capsys.readouterr().out
 
 
 def test_the_kernels_command_names_a_bad_architecture(capsys):
