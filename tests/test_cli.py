@@ -70,11 +70,11 @@ def test_invalid_values_are_named(capsys):
     [
         pytest.param(
             "scale=-1",
-            "Loss 'mnr_plus': Scale must be a positive value: a finite number > 0, got scale=-1",
+            "Loss 'mnr_plus': Scale must be a positive value. scale must be a finite number > 0, got -1",
             id="scale",
         ),
         pytest.param(
-            "directions=['nope']", "Loss 'mnr_plus': directions has invalid entries ['nope']", id="directions"
+            "directions=['nope']", "Loss 'mnr_plus': Invalid directions: {'nope'}. Valid: {", id="directions"
         ),
         pytest.param("symmetric=maybe", "Loss 'mnr_plus' option 'symmetric' must be true or false", id="boolean"),
     ],
@@ -101,7 +101,7 @@ def test_our_loss_options_are_checked_before_the_data_and_the_model_load(capsys,
     name = "cached_mnr_plus" if cached else "mnr_plus"
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"st-mnr-plus: error: Loss {name!r}: Scale must be a positive value: a finite number > 0, got scale=-1"
+        f"st-mnr-plus: error: Loss {name!r}: Scale must be a positive value. scale must be a finite number > 0, got -1"
     ]
 
 

@@ -151,7 +151,7 @@ def _check_loss_options_early(options: RecipeOptions) -> None:
     try:
         for key, value in loss_options.items():
             if key in OPTIONS_BY_NAME:
-                OPTIONS_BY_NAME[key].check(value, key)
+                OPTIONS_BY_NAME[key].validate(value)
     except OptionError as exc:
         raise RecipeError(f"Loss {name!r}: {exc}") from exc
 

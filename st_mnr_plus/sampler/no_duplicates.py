@@ -137,10 +137,17 @@ class NoDuplicatesSampler(DefaultBatchSampler):
         rank: int | None = None,
         shard: bool = False,
     ) -> None:
+        # torch's BatchSampler's messages first (NoDuplicatesBatchSampler raises them), which code may match on.
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+            raise ValueError(
+                f"batch_size should be a positive integer value, but got batch_size={batch_size} "
+                f"(type {type(batch_size).__name__}: the rows of each batch on each device)."
+            )
         if not isinstance(drop_last, bool):
-            raise ValueError(f"drop_last must be True or False, got {drop_last!r}.")
+            raise ValueError(
+                f"drop_last should be a boolean value, but got drop_last={drop_last} "
+                f"(type {type(drop_last).__name__}: True or False)."
+            )
         if overflow not in _OVERFLOW_MODES:
             raise ValueError(f"overflow must be one of {_OVERFLOW_MODES}, got {overflow!r}.")
         if seed is None:

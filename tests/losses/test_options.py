@@ -171,3 +171,36 @@ def test_positional_arguments_follow_st_cmnrl(tiny_model) -> None:
 
     loss_fn = CachedMNRPlus(tiny_model, 1.0, dot_score, 8)
     assert (loss_fn.scale, loss_fn.similarity_fct, loss_fn.mini_batch_size) == (1.0, dot_score, 8)
+
+
+def test_sentence_transformers_message_comes_first_where_it_rejects_the_value_too():
+    with pytest.raises(opt.OptionError) as info:
+        opt.validate("mini_batch_num_tokens", 0)
+    assert str(info.value) == (
+        "mini_batch_num_tokens must be a positive integer or None. mini_batch_num_tokens must be a positive integer, "
+        "got 0"
+    )
+    with pytest.raises(opt.OptionError) as info:
+        opt.validate("hardness_strength", -1)
+    assert str(info.value).startswith("hardness_strength must be non-negative. hardness_strength must be")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        pytest.param("scale", float("inf"), "scale must be a finite number > 0, got inf", id="scale-inf"),
+        pytest.param(
+            "directions",
+            ("query_to_doc", "query_to_doc"),
+            "directions has repeated entries: ('query_to_doc', 'query_to_doc')",
+            id="directions-repeated",
+        ),
+        pytest.param("scale", "20", "scale must be a finite number > 0, got '20'", id="scale-string"),
+    ],
+)
+def test_our_message_alone_where_sentence_transformers_accepts_the_value_or_fails_otherwise(name, value, message):
+    # MNRL takes an infinite scale and repeated directions; it fails on a string scale with a TypeError of its own.
+    assert opt.mnrl_message(name, value) is None
+    with pytest.raises(opt.OptionError) as info:
+        opt.validate(name, value)
+    assert str(info.value) == message

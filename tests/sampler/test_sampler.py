@@ -416,9 +416,9 @@ def test_accelerate_sharding_of_the_default_mode_gives_global_batches() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        pytest.param({"batch_size": 0}, "batch_size must be a positive integer", id="batch-size-zero"),
-        pytest.param({"batch_size": 2.0}, "batch_size must be a positive integer", id="batch-size-float"),
-        pytest.param({"drop_last": "yes"}, "drop_last must be True or False", id="drop-last"),
+        pytest.param({"batch_size": 0}, r"got batch_size=0 \(type int: the rows of each batch", id="batch-size-zero"),
+        pytest.param({"batch_size": 2.0}, r"got batch_size=2.0 \(type float", id="batch-size-float"),
+        pytest.param({"drop_last": "yes"}, r"got drop_last=yes \(type str: True or False\)", id="drop-last"),
         pytest.param({"seed": -1}, "seed must be a non-negative integer", id="seed"),
         pytest.param({"columns": ["nope"]}, "'nope', which is not a column", id="unknown-column"),
         pytest.param({"columns": "anchor"}, "columns must be a list", id="columns-string"),
