@@ -15,13 +15,15 @@ import threading
 import pluggy
 
 from st_mnr_plus.common.errors import ConfigurationError
+from st_mnr_plus.common.switches import env_switch, switch_word
 from st_mnr_plus.plugins import NAME, builtin, hookspecs
 
 logger = logging.getLogger(__name__)
 
 DISABLE_ENV = "ST_MNR_PLUS_DISABLE_PLUGINS"
-"""``1``/``true``/``yes``/``all`` turns third-party discovery off; a comma-separated list blocks those
-entry-point names only. Built-in components are always registered."""
+"""A word for on (``1``, ``true``, ``yes``, ... :data:`~st_mnr_plus.common.switches.TRUE_WORDS`) or ``all`` turns
+third-party discovery off, one for off (``0``, ``false``, ...) or nothing leaves it on; anything else is a
+comma-separated list of the entry-point names to block. Built-in components are always registered."""
 
 BUILTIN_NAME = "st_mnr_plus.builtin"
 
@@ -36,10 +38,10 @@ class PluginLoadError(ConfigurationError, ImportError):
 def _blocked_names() -> tuple[bool, set[str]]:
     """Read :data:`DISABLE_ENV`: (discovery off entirely, entry-point names blocked)."""
     value = os.environ.get(DISABLE_ENV, "").strip()
-    if value.lower() in {"1", "true", "yes", "on", "all"}:
+    if value.lower() == "all":
         return True, set()
-    if value.lower() in {"", "0", "false", "no", "off"}:
-        return False, set()
+    if not value or switch_word(value) is not None:
+        return env_switch(DISABLE_ENV), set()
     return False, {name.strip() for name in value.split(",") if name.strip()}
 
 

@@ -19,6 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from st_mnr_plus.common.switches import FALSE_WORDS as FALSE_WORDS
+from st_mnr_plus.common.switches import TRUE_WORDS as TRUE_WORDS
+from st_mnr_plus.common.switches import switch_word
 from st_mnr_plus.recipe.options import RecipeError, RecipeOptions
 
 # Short or earlier names, accepted as flags and config keys, and the field each sets.
@@ -37,10 +40,8 @@ CONFIG_ALIASES = {
     "evaluator_option": "evaluator_options",
 }
 
-TRUE_WORDS: tuple[str, ...] = ("yes", "true", "t", "y", "1")
-"""What a config value or a ``KEY=VALUE`` option may say for true (any case): the only place these are listed."""
-FALSE_WORDS: tuple[str, ...] = ("no", "false", "f", "n", "0")
-"""... and for false."""
+# TRUE_WORDS / FALSE_WORDS: what a config value or a KEY=VALUE option may say for true or false (any case), listed
+# once in st_mnr_plus.common.switches, which environment switches read too; re-exported here.
 _NULL_WORDS = ("null", "none")
 
 
@@ -53,12 +54,7 @@ def as_bool(value: Any) -> bool | None:
     (any case; an integer counts as its digits). ``None`` for anything else."""
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower() if isinstance(value, str | int) else None
-    if text in TRUE_WORDS:
-        return True
-    if text in FALSE_WORDS:
-        return False
-    return None
+    return switch_word(str(value)) if isinstance(value, str | int) else None
 
 
 def parse_value(raw: str) -> Any:

@@ -114,6 +114,17 @@ def test_disable_env_turns_discovery_off_but_keeps_builtins(install_plugin, monk
     assert "thirdparty_plugin" not in sys.modules
 
 
+@pytest.mark.parametrize(
+    ("value", "discovered"),
+    [("true", False), ("ON", False), ("all", False), ("0", True), ("off", True), ("", True)],
+)
+def test_disable_env_reads_the_on_and_off_words_of_every_switch(install_plugin, monkeypatch, value, discovered):
+    install_plugin("st-mnr-plus-thirdparty", "thirdparty_plugin", PLUGIN_SOURCE)
+    monkeypatch.setenv("ST_MNR_PLUS_DISABLE_PLUGINS", value)
+    assert ("third_party_loss" in registry.names("loss")) is discovered
+    assert "mnrl" in registry.names("loss")
+
+
 def test_disable_env_can_block_one_plugin_by_name(install_plugin, monkeypatch):
     install_plugin("st-mnr-plus-thirdparty", "thirdparty_plugin", PLUGIN_SOURCE)
     install_plugin("st-mnr-plus-other", "other_plugin", PLUGIN_SOURCE.replace("third_party", "other"))
