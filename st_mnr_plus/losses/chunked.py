@@ -78,7 +78,7 @@ def _addmm_(out: Tensor, a: Tensor, b: Tensor) -> None:
         if a.is_cuda and a.dtype in HALF_DTYPES:
             torch.addmm(out, a, b, out_dtype=torch.float32, out=out)
         else:
-            out.addmm_(a.float(), b.float())
+            torch.addmm(out, a.float(), b.float(), out=out)
 
 
 def _row_dot(x: Tensor, y: Tensor) -> Tensor:

@@ -34,13 +34,14 @@ class Blocks(NamedTuple):
 
 
 #: One configuration per kernel, for every dtype: the kernels read float32 similarities whatever the products'
-#: dtype (only ``probabilities`` writes that dtype), so the dtype changes one store, not the blocks. 4 x 256
-#: float32 entries per step, 8 per thread at 4 warps: 36-96 registers a thread on sm_90 (``st-mnr-plus kernels``),
-#: where 8 x 256 took 168-248 and left two blocks per SM for kernels that live on memory bandwidth.
+#: dtype (only ``probabilities`` writes that dtype), so the dtype changes one store, not the blocks. 8 rows share
+#: each (BN,) load of the columns' identities (1 byte per logit of int64 identities, not 8); 8 x 128 entries per
+#: step at 8 warps, 4 per thread: 32-121 registers a thread on sm_90 (``st-mnr-plus kernels``), where 8 x 256 at 4
+#: warps took 168-248 and left two blocks of 4 warps per SM for kernels that live on memory bandwidth.
 ELEMENTWISE_BLOCKS: dict[str, Blocks] = {
-    "row_lse": Blocks(BM=4, BN=256, num_warps=4),
-    "column_lse": Blocks(BM=4, BN=256, num_warps=4),
-    "probabilities": Blocks(BM=4, BN=256, num_warps=4),
+    "row_lse": Blocks(BM=8, BN=128, num_warps=8),
+    "column_lse": Blocks(BM=8, BN=128, num_warps=8),
+    "probabilities": Blocks(BM=8, BN=128, num_warps=8),
 }
 
 
@@ -119,14 +120,16 @@ def cost(
 
     Per direction scored by rows, the products are three, each ``2 * L * N * d`` FLOPs: the similarities ``S = X
     Y^T``, then ``G Y`` and ``G^T X`` with ``G`` the gradient of the logits; own hard negatives add three
-    row-wise products of ``2 * L * n * d``. doc_to_query without gathering is read down the columns of the
+    row-wise products of ``2 * L * n * d`` (``row_wise_flops``, not matrix products: O(B d)). doc_to_query without gathering is read down the columns of the
     query_to_doc similarities, whose normalisers are only known after every chunk: the similarities are computed
     again in a second pass, one product more (four); ``gathered``, it is scored by rows (three more, of ``L x W``).
 
     Element-wise bytes per chunk of ``R`` rows (the comments above the kernels): ``row_lse`` reads ``S`` (4 per
-    logit), ``probabilities`` reads it and writes ``G`` (4 + ``s``, ``s`` the products' itemsize), the column
-    pass reads the positives' block once more (4); the products write ``S`` (4 per logit, counted apart as
-    ``product_output_bytes``). Per-row and per-column vectors are left out (a few bytes per row).
+    logit) and the columns' identities once per ``BM`` rows (8 / 8 = 1), ``probabilities`` reads them too and
+    writes ``G`` (4 + 1 + ``s``, ``s`` the products' itemsize), the column pass reads the positives' block once
+    more (4) and ``probabilities`` then the columns' identities, thresholds and normalisers (16 / 8 = 2); the
+    products write ``S`` (4 per logit, counted apart as ``product_output_bytes``). Per-row vectors are left out
+    (a few bytes per row, nothing per logit).
 
     Args:
         batch: Anchors ``W``.
@@ -138,7 +141,7 @@ def cost(
         gathered: Candidates gathered across ranks (doc_to_query then scored by rows).
 
     Returns:
-        ``gemm_equivalents``: FLOPs in units of one ``(batch, dim) x (dim, batch * (1 + negatives))`` product
+        ``gemm_equivalents``: matrix-product FLOPs in units of one ``(batch, dim) x (dim, batch * (1 + negatives))`` product
         (MNRL does 3); ``flops``; ``logits``: the dense logits of query_to_doc; ``elementwise_bytes`` and
         ``product_output_bytes`` with their ``..._per_logit`` ratios; ``products``: the list of ``(name, rows,
         columns, inner)`` of every product, in order.
@@ -155,25 +158,29 @@ def cost(
     elementwise = output = 0
     columns_read = doc_to_query and not gathered
     passes = 2 if columns_read else 1
+    rows_per_load = ELEMENTWISE_BLOCKS["row_lse"].BM  # rows that share one (BN,) load of the columns' identities
+    ids = 8 * L * N / rows_per_load
     for index in range(passes):
         products.append(("query_to_doc/similarities", L, N, dim))
         output += 4 * L * N
         if index == 0:
-            elementwise += 4 * L * (N + n_own)  # row_lse
+            elementwise += 4 * L * (N + n_own) + ids  # row_lse
             if columns_read:
-                elementwise += 4 * L * W  # column_lse
-    elementwise += 4 * L * (N + n_own) + s * L * N + 4 * L * n_own  # probabilities
+                elementwise += 4 * L * W + 8 * L * W / ELEMENTWISE_BLOCKS["column_lse"].BN  # column_lse
+    elementwise += 4 * L * (N + n_own) + s * L * N + 4 * L * n_own + ids  # probabilities
+    if columns_read:  # the columns' identities, thresholds and normalisers, once per 8 rows
+        elementwise += 16 * L * W / ELEMENTWISE_BLOCKS["probabilities"].BM
     products += [("query_to_doc/rows", L, dim, N), ("query_to_doc/columns", N, dim, L)]
-    if n_own:
-        products += [(f"own/{name}", L, n_own, dim) for name in ("similarities", "rows", "columns")]
     if doc_to_query and gathered:
         products += [("doc_to_query/" + name, L, W, dim) for name in ("similarities", "rows", "columns")]
         output += 4 * L * W
         elementwise += 4 * L * W * 2 + s * L * W
     flops = sum(2 * a * b * c for _, a, b, c in products)
+    row_wise = 3 * 2 * L * n_own * dim  # own negatives: scored, then multiplied into both sides, row by row
     logits = L * N + L * n_own
     return {
         "flops": flops,
+        "row_wise_flops": row_wise,
         "gemm_equivalents": flops / (2 * batch * batch * (1 + negatives) * dim),
         "logits": logits,
         "elementwise_bytes": elementwise,

@@ -101,6 +101,15 @@ def _logits(sim, g, j, row_id, col_id, threshold, scale, alpha, valid, world, ow
 
 
 @triton.jit
+def _column_ids(IDS, j, candidate, dense, own_valid):
+    """The identity of each entry: one ``(BN,)`` load of the dense columns' (shared by the block's rows: 8 / BM
+    bytes per logit, not 8), and a gather of the own negatives' where the block holds some."""
+    dense_ids = tl.load(IDS + j, mask=dense, other=0)
+    own_ids = tl.load(IDS + candidate, mask=own_valid, other=0)
+    return tl.where(own_valid, own_ids, dense_ids[None, :])
+
+
+@triton.jit
 def _online(run_max, run_sum, logit, AXIS: tl.constexpr):
     """One step of an online logsumexp along ``AXIS``: the running maximum and sum of ``exp(logit - max)``."""
     new_max = tl.maximum(run_max, tl.max(logit, axis=AXIS))
@@ -167,7 +176,7 @@ def _row_lse_kernel(
             own_entry[None, :], OWN_SIM + r[:, None].to(tl.int64) * n_own + k[None, :], S + r[:, None].to(tl.int64) * stride + j[None, :]
         )  # fmt: skip
         sim = tl.load(s_ptr, mask=valid, other=0.0)
-        col_id = tl.load(IDS + candidate, mask=valid, other=0)
+        col_id = _column_ids(IDS, j, candidate, dense, valid & own_entry[None, :])
         logit, kept, excluded, duplicate = _logits(
             sim, g[:, None], candidate, row_id[:, None], col_id, threshold[:, None], scale, alpha, valid, world,
             own_entry[None, :], PENALTY,
@@ -252,7 +261,7 @@ def _probabilities_kernel(
             own_entry[None, :], OWN_SIM + row_offset * n_own + k[None, :], S + row_offset * stride + j[None, :]
         )
         sim = tl.load(s_ptr, mask=valid, other=0.0)
-        col_id = tl.load(IDS + candidate, mask=valid, other=0)
+        col_id = _column_ids(IDS, j, candidate, dense, valid & own_entry[None, :])
         logit, _, _, _ = _logits(
             sim, g[:, None], candidate, row_id[:, None], col_id, threshold[:, None], scale, alpha, valid, world,
             own_entry[None, :], PENALTY,
