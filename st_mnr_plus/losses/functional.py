@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -31,6 +30,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from st_mnr_plus.common.switches import env_switch
 from st_mnr_plus.losses import options as opt
 from st_mnr_plus.losses.identity import row_hashes
 from st_mnr_plus.losses.kernel_config import product_dtype
@@ -151,10 +151,6 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def _interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _kernel_gaps(spec: MNRSpec, dtype: torch.dtype, similarity: str | None) -> list[str]:
     """What keeps the kernels from this call: options they do not compute, a similarity or dtype they lack."""
     gaps = opt.kernel_fallbacks(spec.options)
@@ -187,7 +183,7 @@ def choose_backend(spec: MNRSpec, device: torch.device | str, dtype: torch.dtype
     if spec.backend == "triton":
         if not triton_available():
             raise opt.OptionError('backend="triton" needs triton: pip install "st-mnr-plus[cuda]"')
-        if device_type != "cuda" and not _interpreter_on():
+        if device_type != "cuda" and not env_switch("TRITON_INTERPRET"):
             raise opt.OptionError(
                 f'backend="triton" runs on CUDA tensors, got {device_type} ones; on the CPU only in '
                 "Triton's interpreter (TRITON_INTERPRET=1 set before the first forward)"
