@@ -101,6 +101,26 @@ def _logits(sim, g, j, row_id, col_id, threshold, scale, alpha, valid, world, ow
 
 
 @triton.jit
+def _entries(S, stride, OWN_SIM, r, r_mask, j, ncols, n_own):
+    """``(sim, valid, own_entry)`` of a step over a row's entries: columns ``j < ncols`` of ``S``, then its own
+    negatives ``k = j - ncols`` (stored at ``OWN_SIM[r, k]``)."""
+    own_entry = (j >= ncols) & (j < ncols + n_own)
+    valid = r_mask[:, None] & ((j < ncols) | own_entry)[None, :]
+    row = r[:, None].to(tl.int64)
+    own_ptr = OWN_SIM + row * n_own + (j - ncols)[None, :]
+    sim = tl.load(tl.where(own_entry[None, :], own_ptr, S + row * stride + j[None, :]), mask=valid, other=0.0)
+    return sim, valid, own_entry
+
+
+@triton.jit
+def _candidates(j, g, ncols, n_own, world):
+    """``(BM, BN)`` candidate index of each entry: column ``j``, or own negative ``k = j - ncols`` of row ``g``,
+    candidate ``world * (1 + k) + g``."""
+    own_entry = (j >= ncols) & (j < ncols + n_own)
+    return tl.where(own_entry[None, :], world * (1 + (j - ncols)[None, :]) + g[:, None], j[None, :])
+
+
+@triton.jit
 def _column_ids(IDS, j, candidate, dense, own_valid):
     """The identity of each entry: one ``(BN,)`` load of the dense columns' (shared by the block's rows: 8 / BM
     bytes per logit, not 8), and a gather of the own negatives' where the block holds some."""
@@ -166,17 +186,9 @@ def _row_lse_kernel(
     duplicates = tl.zeros((BM,), dtype=tl.int32)
     for c0 in range(0, ncols + n_own, BN):
         j = c0 + tl.arange(0, BN)
-        dense = j < ncols
-        own_entry = (j >= ncols) & (j < ncols + n_own)
-        valid = r_mask[:, None] & (dense | own_entry)[None, :]
-        # Own negative k of row g: stored at OWN_SIM[r, k]; its candidate index is world * (1 + k) + g.
-        k = j - ncols
-        candidate = tl.where(own_entry[None, :], world * (1 + k[None, :]) + g[:, None], j[None, :])
-        s_ptr = tl.where(
-            own_entry[None, :], OWN_SIM + r[:, None].to(tl.int64) * n_own + k[None, :], S + r[:, None].to(tl.int64) * stride + j[None, :]
-        )  # fmt: skip
-        sim = tl.load(s_ptr, mask=valid, other=0.0)
-        col_id = _column_ids(IDS, j, candidate, dense, valid & own_entry[None, :])
+        sim, valid, own_entry = _entries(S, stride, OWN_SIM, r, r_mask, j, ncols, n_own)
+        candidate = _candidates(j, g, ncols, n_own, world)
+        col_id = _column_ids(IDS, j, candidate, j < ncols, valid & own_entry[None, :])
         logit, kept, excluded, duplicate = _logits(
             sim, g[:, None], candidate, row_id[:, None], col_id, threshold[:, None], scale, alpha, valid, world,
             own_entry[None, :], PENALTY,
@@ -251,17 +263,11 @@ def _probabilities_kernel(
     psim = tl.zeros((BM,), dtype=tl.float32)
     for c0 in range(0, ncols + n_own, BN):
         j = c0 + tl.arange(0, BN)
+        sim, valid, own_entry = _entries(S, stride, OWN_SIM, r, r_mask, j, ncols, n_own)
+        candidate = _candidates(j, g, ncols, n_own, world)
         dense = j < ncols
-        own_entry = (j >= ncols) & (j < ncols + n_own)
-        valid = r_mask[:, None] & (dense | own_entry)[None, :]
-        k = j - ncols
-        candidate = tl.where(own_entry[None, :], world * (1 + k[None, :]) + g[:, None], j[None, :])
-        row_offset = r[:, None].to(tl.int64)
-        s_ptr = tl.where(
-            own_entry[None, :], OWN_SIM + row_offset * n_own + k[None, :], S + row_offset * stride + j[None, :]
-        )
-        sim = tl.load(s_ptr, mask=valid, other=0.0)
         col_id = _column_ids(IDS, j, candidate, dense, valid & own_entry[None, :])
+        row_offset = r[:, None].to(tl.int64)
         logit, _, _, _ = _logits(
             sim, g[:, None], candidate, row_id[:, None], col_id, threshold[:, None], scale, alpha, valid, world,
             own_entry[None, :], PENALTY,
@@ -280,7 +286,7 @@ def _probabilities_kernel(
         psim += tl.sum(p * sim, axis=1)
         dense_block = r_mask[:, None] & dense[None, :]
         tl.store(G + row_offset * g_stride + j[None, :], _to_store(p, G.dtype.element_ty), mask=dense_block)
-        tl.store(OWN_P + row_offset * n_own + k[None, :], p, mask=r_mask[:, None] & own_entry[None, :])
+        tl.store(OWN_P + row_offset * n_own + (j - ncols)[None, :], p, mask=r_mask[:, None] & own_entry[None, :])
     tl.store(PSIM + r, psim, mask=r_mask)
 
 
