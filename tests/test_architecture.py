@@ -10,6 +10,9 @@
 - No import of another package's private names (``_name``, ``pkg._module``): where one cannot be avoided, the
   dependency's version range is pinned in ``pyproject.toml`` and a test fails when the name moves; list it in
   ``ALLOWED_PRIVATE_IMPORTS`` with that test's name.
+- No block of code written twice: no run of ``MIN_DUPLICATE_LINES`` or more identical lines (normalised: blank
+  lines, comments, imports and lone punctuation passed over, white space folded) in two places of the package, but
+  for the pairs of files in ``ALLOWED_DUPLICATES`` (at most three, each by design).
 
 Each failure lists every offender (file, line, name, size), so that the message says what to fix.
 """
@@ -369,6 +372,82 @@ def test_no_private_names_of_other_packages():
     )
     stale = set(ALLOWED_PRIVATE_IMPORTS) - allowed
     assert not stale, f"ALLOWED_PRIVATE_IMPORTS lists imports the package no longer makes: {sorted(stale)}"
+
+
+# ---------------------------------------------------------------------------------------------- duplicates
+
+MIN_DUPLICATE_LINES = 6
+#: Pairs of files (relative to the repository) allowed to share a run of MIN_DUPLICATE_LINES lines, and why: each
+#: by design. Keep it to three at most; a pair listed here that no longer shares a run fails the test too.
+ALLOWED_DUPLICATES: dict[tuple[str, str], str] = {
+    # The constructors' signatures: CachedMNRPlus takes CMNRL's arguments in CMNRL's order, MNRPlus MNRL's, and
+    # both then ours; a drop-in must spell them out (tests/losses/test_options.py checks them against the table).
+    ("st_mnr_plus/losses/cached.py", "st_mnr_plus/losses/mnr_plus.py"): "constructor signatures mirroring ST's",
+}
+
+
+def normalised_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) for the lines that count: white space folded; blank lines, comments, import lines and
+    lines of punctuation alone (a closing bracket) left out."""
+    kept = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = " ".join(raw.split())
+        if not line or line.startswith("#") or not any(c.isalnum() for c in line):
+            continue
+        if line.startswith(("import ", "from ")) and " import" in f"{line} ":
+            continue
+        kept.append((number, line))
+    return kept
+
+
+def duplicate_pairs(files: dict[str, str], min_lines: int = MIN_DUPLICATE_LINES) -> dict[tuple[str, str], str]:
+    """The pairs of files (a file with itself included) that share a run of ``min_lines`` identical normalised
+    lines, each with one place it stands: ``{(a, b): "a:10 ~ b:40"}``."""
+    places: dict[tuple[str, ...], list[tuple[str, int, int]]] = {}
+    for name, text in sorted(files.items()):
+        lines = normalised_lines(text)
+        for start in range(len(lines) - min_lines + 1):
+            window = tuple(line for _, line in lines[start : start + min_lines])
+            places.setdefault(window, []).append((name, start, lines[start][0]))
+    pairs: dict[tuple[str, str], str] = {}
+    for found in places.values():
+        for i, (name_a, index_a, line_a) in enumerate(found):
+            for name_b, index_b, line_b in found[i + 1 :]:
+                if name_a == name_b and abs(index_a - index_b) < min_lines:
+                    continue  # a run overlapping itself (a repeated line), not a block written twice
+                pairs.setdefault((name_a, name_b), f"{name_a}:{line_a} ~ {name_b}:{line_b}")
+    return pairs
+
+
+def package_duplicates() -> dict[tuple[str, str], str]:
+    files = {module.relative: module.path.read_text(encoding="utf-8") for module in MODULES.values()}
+    return duplicate_pairs(files)
+
+
+def test_no_block_is_written_twice_but_the_pairs_allowed_by_design():
+    assert len(ALLOWED_DUPLICATES) <= 3, "At most three pairs of duplicated blocks, each by design"
+    found = package_duplicates()
+    unexpected = {pair: where for pair, where in found.items() if pair not in ALLOWED_DUPLICATES}
+    assert not unexpected, (
+        f"Runs of {MIN_DUPLICATE_LINES} or more identical lines in two places (write it once, or list the pair in "
+        "ALLOWED_DUPLICATES with why it is by design):\n  " + "\n  ".join(sorted(unexpected.values()))
+    )
+    stale = set(ALLOWED_DUPLICATES) - set(found)
+    assert not stale, f"ALLOWED_DUPLICATES lists pairs that no longer share a run: {sorted(stale)}"
+
+
+def test_the_duplicate_check_finds_a_block_written_twice():
+    # Guards the rule above from passing on a detector that finds nothing.
+    block = "\n".join(f"value_{i} = compute({i}, scale)  # step {i}" for i in range(6))
+    files = {
+        "a.py": f"import os\n{block}\n",
+        "b.py": f"def f():\n    pass\n\n{block.replace('scale', '  scale')}\n",
+        "c.py": f"{block}\nother = 1\n\n{block}\n",
+        "d.py": "\n".join(block.splitlines()[:5]) + "\n",  # five lines only
+        "e.py": "\n".join(["x = 1"] * 8) + "\n",  # one line repeated: overlaps itself
+    }
+    assert set(duplicate_pairs(files)) == {("a.py", "b.py"), ("a.py", "c.py"), ("b.py", "c.py"), ("c.py", "c.py")}
+    assert duplicate_pairs(files)[("a.py", "b.py")] == "a.py:2 ~ b.py:4"
 
 
 # ------------------------------------------------------------------------------------------------ packaging

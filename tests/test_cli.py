@@ -89,13 +89,13 @@ def test_a_loss_option_out_of_range_is_one_line_naming_it(capsys, tiny_model_dir
 
 @pytest.mark.parametrize("cached", [False, True], ids=["mnr_plus", "cached_mnr_plus"])
 def test_our_loss_options_are_checked_before_the_data_and_the_model_load(capsys, monkeypatch, tmp_path, cached):
-    import st_mnr_plus.recipe.run as run
+    from st_mnr_plus.recipe import components
 
     def not_now(*args, **kwargs):
         raise AssertionError("loaded before the loss options were checked")
 
-    monkeypatch.setattr(run, "load_model", not_now)
-    monkeypatch.setattr(run, "build_training_data", not_now)
+    monkeypatch.setattr(components, "load_model", not_now)
+    monkeypatch.setattr(components, "build_training_data", not_now)
     argv = ["train", "--output_dir", str(tmp_path / "out"), "--loss-option", "scale=-1"]
     assert main([*argv, *(["--mini-batch-size", "8"] if cached else [])]) == 2
     name = "cached_mnr_plus" if cached else "mnr_plus"

@@ -74,13 +74,15 @@ def _sts_evaluator(
     release: Release,
     split: str,
     source: Any,
-    score_range: Sequence[float] | None,
-    columns: Sequence[str] | None,
-    deduplicate: bool,
-    name: str | None,
-    evaluator_kwargs: dict[str, Any],
+    *,
+    score_range: Sequence[float] | None = None,
+    columns: Sequence[str] | None = None,
+    deduplicate: bool = False,
+    name: str | None = None,
+    **evaluator_kwargs: Any,
 ) -> STSEvaluator:
-    """What :func:`stsb_evaluator` and :func:`sickr_evaluator` do, for either release."""
+    """What :func:`stsb_evaluator` and :func:`sickr_evaluator` do, for either release: the keyword options of both
+    are declared here once."""
     split = _check_split(split)
     declared = _check_score_range(score_range)
     columns = _check_columns(columns)
@@ -151,18 +153,22 @@ def stsb_evaluator(
             trainer = SentenceTransformerTrainer(model=model, ..., evaluator=dev_evaluator)
             stsb_evaluator("test")(model)["sts-test_spearman_cosine"]
     """
-    return _sts_evaluator(STSB, split, source, score_range, columns, deduplicate, name, evaluator_kwargs)
+    return _sts_evaluator(
+        STSB,
+        split,
+        source,
+        score_range=score_range,
+        columns=columns,
+        deduplicate=deduplicate,
+        name=name,
+        **evaluator_kwargs,
+    )
 
 
 def sickr_evaluator(
     split: Split | Literal["dev", "trial"] = "test",
     source: str | os.PathLike[str] | Dataset | DatasetDict | None = None,
-    *,
-    score_range: tuple[float, float] | None = None,
-    columns: tuple[str, str, str] | None = None,
-    deduplicate: bool = False,
-    name: str | None = None,
-    **evaluator_kwargs: Any,
+    **options: Any,
 ) -> STSEvaluator:
     """Build the SICK-R evaluator: Spearman correlation of cosine similarity with SICK's relatedness (1-5).
 
@@ -177,12 +183,12 @@ def sickr_evaluator(
               ``SICK_test_annotated.txt``, or the single ``SICK.txt`` with its ``SemEval_set`` column.
             - a hub id (``"mteb/sickr-sts"`` is known: scores 1-5), or a ``datasets.Dataset``/``DatasetDict``
               with ``sentence1, sentence2, score`` or ``sentence_A, sentence_B, relatedness_score`` columns.
-        score_range: The gold scores' range; SICK's is ``(1, 5)``, mapped to 0-1 by ``(score - 1) / 4``. A Dataset
-            source without it must have detectable scores (0-1); 1-5 vs 0-5 cannot be told apart, so declare it.
-        columns: ``(sentence1, sentence2, score)`` column names of a Dataset or hub source.
-        deduplicate: Encode each unique sentence once (see :class:`STSEvaluator`).
-        name: The evaluator's name; default ``sickr-test``, ``sickr-dev``, ``sickr-train``.
-        **evaluator_kwargs: Passed to ``EmbeddingSimilarityEvaluator``.
+        **options: The keyword options of :func:`stsb_evaluator`, with these SICK specifics:
+
+            - ``score_range``: SICK's is ``(1, 5)``, mapped to 0-1 by ``(score - 1) / 4``. A Dataset source
+              without it must have detectable scores (0-1); 1-5 vs 0-5 cannot be told apart, so declare it.
+            - ``name``: default ``sickr-test``, ``sickr-dev``, ``sickr-train``.
+            - ``columns``, ``deduplicate`` and ``EmbeddingSimilarityEvaluator``'s keyword arguments as there.
 
     Returns:
         A configured ``EmbeddingSimilarityEvaluator`` (an :class:`STSEvaluator`).
@@ -191,7 +197,7 @@ def sickr_evaluator(
         ValueError: As for :func:`stsb_evaluator`.
         FileNotFoundError: A source folder, or the split's file in it, does not exist.
     """
-    return _sts_evaluator(SICK, split, source, score_range, columns, deduplicate, name, evaluator_kwargs)
+    return _sts_evaluator(SICK, split, source, **options)
 
 
 def nli_triplet_evaluator(

@@ -12,21 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from st_mnr_plus.plugins import registry
+from st_mnr_plus.recipe import components
 from st_mnr_plus.recipe.checkpoints import (
     INTERRUPTED_CHECKPOINT,
     checkpoint_step,
     resolve_resume,
     save_interrupted_checkpoint,
-)
-from st_mnr_plus.recipe.components import (
-    build_callbacks,
-    build_evaluators,
-    build_loss,
-    build_training_data,
-    bundled_snli_path,
-    describe_sources,
-    load_model,
-    resolve_components,
 )
 from st_mnr_plus.recipe.config import resolved_arguments, write_config
 from st_mnr_plus.recipe.hub import is_offline_error
@@ -135,10 +126,10 @@ class PreparedRecipe:
     sampler: type
     test_evaluators: list[Any]
     dev_evaluators: list[Any]
-    trainer: Any
-    loss_state: Any
     resume_from: Path | None
     summary: dict[str, Any]
+    trainer: Any = None
+    loss_state: Any = None
 
     @property
     def output_dir(self) -> Path:
@@ -161,7 +152,7 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
     options.validate()
     given = dict(training_args or {})
     check_training_keys(given)
-    resolve_components(options)
+    components.resolve_components(options)
     resume_value = given.get("resume_from_checkpoint")
     output_path = output_folder(given)
     output_dir = str(output_path)
@@ -175,14 +166,14 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
 
     seed = early_args.seed
     logger.info("Building %s with the %r builder ...", options.kind, options.builder)
-    train_dataset, build_report = build_training_data(options, seed=seed)
+    train_dataset, build_report = components.build_training_data(options, seed=seed)
     logger.info("Loading model %s ...", options.model or "all-MiniLM-L6-v2 (embedded default)")
-    model = load_model(options.model, options.max_seq_length)
-    loss_name, loss = build_loss(options, model)
+    model = components.load_model(options.model, options.max_seq_length)
+    loss_name, loss = components.build_loss(options, model)
     sampler_cls = registry.get("batch_sampler", options.sampler)
-    test_evaluators = build_evaluators(options.evaluators, "test", options.evaluator_options)
-    dev_evaluators = build_evaluators(options.evaluators, "validation", options.evaluator_options)
-    callbacks = build_callbacks(options.callbacks, loss)
+    test_evaluators = components.build_evaluators(options.evaluators, "test", options.evaluator_options)
+    dev_evaluators = components.build_evaluators(options.evaluators, "validation", options.evaluator_options)
+    callbacks = components.build_callbacks(options.callbacks, loss)
 
     # Constructing the sampler as the trainer will (its arguments, the run's seed) validates the data against it
     # (e.g. too few distinct texts for a batch) and tells how many batches an epoch yields.
@@ -214,8 +205,6 @@ def prepare_recipe(options: RecipeOptions, training_args: Mapping[str, Any] | No
         sampler=sampler_cls,
         test_evaluators=test_evaluators,
         dev_evaluators=dev_evaluators,
-        trainer=None,
-        loss_state=None,
         resume_from=resume_from,
         summary=summary,
     )
@@ -256,9 +245,8 @@ def _attach_trainer(prepared: PreparedRecipe, callbacks: list[Any]) -> None:
 
     options, model, loss = prepared.options, prepared.model, prepared.loss
     # The model card names the data; the loss it names itself, the sampler is added after training.
-    model.model_card_data.train_datasets = [
-        {"name": f"{describe_sources(list(options.sources) or [bundled_snli_path()])} ({options.kind})"}
-    ]
+    sources = components.describe_sources(list(options.sources) or [components.bundled_snli_path()])
+    model.model_card_data.train_datasets = [{"name": f"{sources} ({options.kind})"}]
     # Our logging callbacks go ahead of the reporters (attach), so that their figures are reported too.
     attachable = [cb for cb in callbacks if callable(getattr(cb, "attach", None))]
     try:

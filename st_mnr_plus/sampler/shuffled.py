@@ -9,11 +9,11 @@ iterate the rows themselves. This class takes the dataset, as the trainer passes
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
 import torch
 from sentence_transformers.base.sampler import DefaultBatchSampler
-from torch.utils.data import RandomSampler
+from torch.utils.data import BatchSampler, RandomSampler
 
 __all__ = ["ShuffledBatchSampler"]
 
@@ -21,7 +21,9 @@ __all__ = ["ShuffledBatchSampler"]
 class ShuffledBatchSampler(DefaultBatchSampler):
     """A random permutation of the rows, cut into batches: sentence-transformers' ``BATCH_SAMPLER`` batches.
 
-    Epoch ``e`` is drawn with a generator seeded with ``seed + e`` (the trainer calls :meth:`set_epoch`), like
+    It takes ``DefaultBatchSampler``'s arguments, which the trainer passes (and its checks, with its messages), but
+    iterates a permutation of the dataset's row indices instead of the rows. Epoch ``e`` is drawn with a generator
+    seeded with ``seed + e`` (the trainer calls :meth:`set_epoch`), like
     :class:`~st_mnr_plus.sampler.NoDuplicatesSampler`, so a resumed run sees the batches of an uninterrupted one.
     Duplicates are not avoided: with an in-batch-negatives loss prefer ``NoDuplicatesSampler``.
 
@@ -34,21 +36,12 @@ class ShuffledBatchSampler(DefaultBatchSampler):
         seed: Base seed of the permutations.
     """
 
-    def __init__(
-        self,
-        dataset: Any,
-        batch_size: int,
-        drop_last: bool,
-        valid_label_columns: list[str] | None = None,
-        generator: torch.Generator | None = None,
-        seed: int | None = 0,
-    ) -> None:
+    def __iter__(self) -> Iterator[list[int]]:
+        seed = self.seed
         if seed is None:
-            seed = generator.initial_seed() if generator is not None else 0
-        self._permutation = torch.Generator()
-        indices = RandomSampler(range(len(dataset)), generator=self._permutation)
-        super().__init__(indices, batch_size, drop_last, valid_label_columns, generator, seed)
-
-    def __iter__(self):
-        self._permutation.manual_seed(self.seed + self.epoch)
-        return super().__iter__()
+            seed = self.generator.initial_seed() if self.generator is not None else 0
+        # BatchSampler keeps the dataset as its sampler: len() of it is the number of rows.
+        permutation = RandomSampler(
+            range(len(self.sampler)), generator=torch.Generator().manual_seed(seed + self.epoch)
+        )
+        return iter(BatchSampler(permutation, self.batch_size, self.drop_last))

@@ -56,3 +56,11 @@ def test_the_class_takes_the_dataset_as_the_trainer_passes_it(training_args, tin
     batch = next(iter(loader))
     assert batch["anchor_input_ids"].shape[0] == 8
     assert trainer.train().global_step == 2
+
+
+def test_seed_none_takes_the_generators_initial_seed():
+    dataset = _rows(10)
+    generator = torch.Generator().manual_seed(5)
+    from_generator = ShuffledBatchSampler(dataset, batch_size=4, drop_last=False, generator=generator, seed=None)
+    assert list(from_generator) == list(ShuffledBatchSampler(dataset, batch_size=4, drop_last=False, seed=5))
+    assert list(ShuffledBatchSampler(dataset, 4, False, seed=None)) == list(ShuffledBatchSampler(dataset, 4, False))
