@@ -21,16 +21,16 @@ element-wise passes over its ``B x B`` matrices against the GPU path's kernels. 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["OpTrace", "bytes_per_logit", "trace"]
+__all__ = ["OpTrace", "bytes_per_logit", "peak_bytes", "trace"]
 
 # Ops that move no data: views, allocation without a write, metadata.
 _FREE = {
@@ -53,7 +53,14 @@ _PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mat
 
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
-    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+    """The tensors in an op's arguments or results (nested tuples, lists and dicts)."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        tree = list(tree.values())
+    if isinstance(tree, (list, tuple)):
+        return [t for item in tree for t in _tensors(item)]
+    return []
 
 
 def _in_product() -> bool:
@@ -209,3 +216,46 @@ def bytes_per_logit(run: Callable[[int], Any], batch: int = 128, columns: int = 
     B = 16,384) drops out. ``columns``: candidate columns per row (``1 + n``), to count per logit."""
     small, large = (trace(lambda size=size: run(size)).bytes for size in (batch, 2 * batch))
     return (large - 2 * small) / (2 * batch * batch * columns)
+
+
+class _Live(TorchDispatchMode):
+    """Bytes of the storages that the ops' outputs hold, alive at once: their peak (a CPU stand-in for
+    ``torch.cuda.max_memory_allocated``, counting what the traced ops allocate, not the inputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holders: dict[int, int] = {}  # storage address -> tensors holding it
+        self.sizes: dict[int, int] = {}
+        self.live = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.holders[key] -= 1
+        if not self.holders[key]:
+            self.live -= self.sizes.pop(key)
+            del self.holders[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func._schema.name
+        if _in_launch() or func.is_view or name in _FREE or (_in_product() and name == "aten::_to_copy"):
+            return out  # views of what exists; a CPU's float32 copies of a 16-bit product's operands
+        for tensor in _tensors(out):
+            storage = tensor.untyped_storage()
+            key = storage.data_ptr()
+            if not key or not storage.nbytes():
+                continue
+            if key not in self.holders:
+                self.holders[key], self.sizes[key] = 0, storage.nbytes()
+                self.live += storage.nbytes()
+                self.peak = max(self.peak, self.live)
+            self.holders[key] += 1
+            weakref.finalize(tensor, self._release, key)
+        return out
+
+
+def peak_bytes(fn: Callable[[], Any]) -> int:
+    """The peak of the bytes held at once by what ``fn`` allocates (its inputs excluded)."""
+    mode = _Live()
+    with mode:
+        fn()
+    return mode.peak

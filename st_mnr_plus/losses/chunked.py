@@ -81,9 +81,11 @@ def _addmm_(out: Tensor, a: Tensor, b: Tensor) -> None:
             torch.addmm(out, a.float(), b.float(), out=out)
 
 
-def _row_dot(x: Tensor, y: Tensor) -> Tensor:
-    """``(rows,)`` float32 dot products of matching rows (a row-wise, not a matrix, product)."""
-    return torch.einsum("rd,rd->r", x.float(), y.float())
+def _row_dot(x: Tensor, y: Tensor, chunk: int = 4096) -> Tensor:
+    """``(rows,)`` float32 dot products of matching rows (a row-wise, not a matrix, product), in row chunks."""
+    parts = [torch.einsum("rd,rd->r", x[r0 : r0 + chunk].float(), y[r0 : r0 + chunk].float())
+             for r0 in range(0, x.shape[0], chunk)]  # fmt: skip
+    return torch.cat(parts) if parts else x.new_zeros(0, dtype=torch.float32)
 
 
 class _Problem(NamedTuple):
@@ -153,114 +155,123 @@ def _stats(p: _Problem, positive: Tensor, hardest: Tensor, masked: Tensor, dupli
     )
 
 
-def _forward(
-    queries: Tensor, candidates: Tensor, scale: Tensor, spec: Any, ids: Ids | None, thresholds, dtype, normalize
-):
-    """Loss, statistics and the float32 gradients ``(d_queries, d_candidates, d_scale)``."""
-    device = queries.device
-    world, n_all = queries.shape[0], candidates.shape[0]
-    negatives = n_all // world - 1
-    own = spec.hard_negatives == "own" and negatives > 0
-    q, c = queries.detach().float(), candidates.detach().float()
-    inverse = None
-    if normalize:
-        inverse = (inverse_norms(q), inverse_norms(c))
-        q, c = q * inverse[0][:, None], c * inverse[1][:, None]
-    x, y = q.to(dtype), c.to(dtype)  # the products' operands, rounded once
-    doc_to_query = "doc_to_query" in spec.directions
-    columns_read = doc_to_query and spec.offset == 0 and spec.local_batch == world
-    p = _Problem(
-        x, y, spec.offset, spec.local_batch, world, negatives if own else 0, world if own else n_all,
-        columns_read, doc_to_query and not columns_read,
-    )  # fmt: skip
-    query_ids, candidate_ids = _ids(p, ids, device)
-    rows_slice = slice(p.offset, p.offset + p.local)
-    positive = _row_dot(x[rows_slice], y[rows_slice])  # (L,) the positive's similarity, as the products see it
-    threshold = thresholds(positive)
-    threshold = torch.full_like(positive, float("inf")) if threshold is None else threshold.float().contiguous()
-    s = scale.reshape(1).float().contiguous()
-    row_bytes = p.ncols * (4 + dtype.itemsize) + (world * (4 + dtype.itemsize) if p.by_rows else 0)
-    rows_per_chunk = chunk_rows(p.local, row_bytes, getattr(spec, "chunk_bytes", DEFAULT_CHUNK_BYTES), spec.tile_size)
-    chunks = [(r0, min(r0 + rows_per_chunk, p.local)) for r0 in range(0, p.local, rows_per_chunk)]
-    penalty = spec.penalty
+class _Run:
+    """One forward of the GPU path: the operands, the chunks and the float32 buffers the passes fill."""
 
-    grad_x = torch.zeros(x.shape, dtype=torch.float32, device=device)
-    grad_y = torch.zeros(y.shape, dtype=torch.float32, device=device)
-    lse = {"query_to_doc": torch.empty(p.local, dtype=torch.float32, device=device)}
-    per_row = {name: torch.empty(p.local, dtype=kind, device=device) for name, kind in
-               (("hardest", torch.float32), ("masked", torch.int32), ("duplicates", torch.int32))}  # fmt: skip
-    q2d_ids, d2q_ids = candidate_ids, query_ids
+    def __init__(self, queries, candidates, scale, spec, ids, thresholds, dtype, normalize) -> None:
+        world, n_all = queries.shape[0], candidates.shape[0]
+        negatives = n_all // world - 1
+        own = spec.hard_negatives == "own" and negatives > 0
+        self.q, self.c = queries.detach(), candidates.detach()
+        self.inverse = (_inverse_norms(self.q), _inverse_norms(self.c)) if normalize else None
+        x, y = _operand(self.q, self.inverse, 0, dtype), _operand(self.c, self.inverse, 1, dtype)  # rounded once
+        doc_to_query = "doc_to_query" in spec.directions
+        columns_read = doc_to_query and spec.offset == 0 and spec.local_batch == world
+        self.p = p = _Problem(
+            x, y, spec.offset, spec.local_batch, world, negatives if own else 0, world if own else n_all,
+            columns_read, doc_to_query and not columns_read,
+        )  # fmt: skip
+        self.spec, self.dtype, device = spec, dtype, queries.device
+        self.query_ids, self.candidate_ids = _ids(p, ids, device)
+        self.rows = slice(p.offset, p.offset + p.local)
+        self.positive = _row_dot(x[self.rows], y[self.rows])  # (L,) the positives' similarities, as products see
+        bound = thresholds(self.positive)
+        self.threshold = torch.full_like(self.positive, float("inf")) if bound is None else bound.float().contiguous()
+        self.s = scale.reshape(1).float().contiguous()
+        row_bytes = (p.ncols + (world if p.by_rows else 0)) * (4 + dtype.itemsize)
+        step = chunk_rows(p.local, row_bytes, getattr(spec, "chunk_bytes", DEFAULT_CHUNK_BYTES), spec.tile_size)
+        self.chunks = [(r0, min(r0 + step, p.local)) for r0 in range(0, p.local, step)]
+        self.grad_x = torch.zeros(x.shape, dtype=torch.float32, device=device)
+        self.grad_y = torch.zeros(y.shape, dtype=torch.float32, device=device)
+        empty = lambda kind: torch.empty(p.local, dtype=kind, device=device)  # noqa: E731
+        self.lse = {"query_to_doc": empty(torch.float32)}
+        self.hardest, self.masked, self.duplicates = empty(torch.float32), empty(torch.int32), empty(torch.int32)
+        self.psim = torch.zeros((), dtype=torch.float32, device=device)
 
-    def rows_of(r0: int, r1: int, ids_: Tensor) -> RowInputs:
-        return RowInputs(ids_, threshold[r0:r1], s, penalty, p.offset + r0)
+    def inputs(self, r0: int, r1: int, ids: Tensor, penalty=None) -> RowInputs:
+        return RowInputs(ids, self.threshold[r0:r1], self.s, penalty or self.spec.penalty, self.p.offset + r0)
 
-    def q2d_rows(r0: int, r1: int) -> tuple[Tensor, Tensor | None]:
-        g0, g1 = p.offset + r0, p.offset + r1
-        return _mm(x[g0:g1], y[: p.ncols].T), _own_similarities(p, g0, g1)
+    def similarities(self, r0: int, r1: int) -> tuple[Tensor, Tensor | None]:
+        """The chunk's query_to_doc similarities ``(R, ncols)`` and own-negative ones ``(R, n)``."""
+        p, g0, g1 = self.p, self.p.offset + r0, self.p.offset + r1
+        return _mm(p.x[g0:g1], p.y[: p.ncols].T), _own_similarities(p, g0, g1)
 
-    def d2q_rows(r0: int, r1: int) -> Tensor:  # gathered: this rank's positives against every query
-        return _mm(y[p.offset + r0 : p.offset + r1], x.T)
+    def row_statistics(self, r0: int, r1: int, sim: Tensor, own_sim: Tensor | None) -> None:
+        stats = kernels.row_statistics(sim, own_sim, self.inputs(r0, r1, self.candidate_ids), self.p.world)
+        self.lse["query_to_doc"][r0:r1], self.hardest[r0:r1] = stats.lse, stats.hardest
+        self.masked[r0:r1], self.duplicates[r0:r1] = stats.masked, stats.duplicates
 
-    def record(r0: int, r1: int, stats: kernels.RowStatistics) -> None:
-        lse["query_to_doc"][r0:r1] = stats.lse
-        per_row["hardest"][r0:r1], per_row["masked"][r0:r1] = stats.hardest, stats.masked
-        per_row["duplicates"][r0:r1] = stats.duplicates
+    def gradients(self, r0: int, r1: int, sim, own_sim, norm: Tensor, columns=None) -> None:
+        rows = self.inputs(r0, r1, self.candidate_ids)
+        self.psim += _gradients(self.p, r0, r1, sim, own_sim, rows, norm, self.grad_x, self.grad_y, columns)
 
-    psim = torch.zeros((), dtype=torch.float32, device=device)
-    no_penalty = (None, 0.0)
-    if p.columns_read:  # pass 1: the logsumexps of rows and columns; pass 2 below: the gradients
-        column = torch.full((world,), float("-inf"), dtype=torch.float32, device=device)
-        for r0, r1 in chunks:
-            sim, own_sim = q2d_rows(r0, r1)
-            record(r0, r1, kernels.row_statistics(sim, own_sim, rows_of(r0, r1, q2d_ids), world))
-            part = kernels.column_lse(sim[:, :world], rows_of(r0, r1, d2q_ids), ColumnInputs(d2q_ids, threshold))
+    def columns_read(self) -> dict[str, Tensor]:
+        """doc_to_query down the columns: pass 1, the logsumexps of rows and columns; pass 2, the gradients."""
+        p = self.p
+        column = torch.full((p.world,), float("-inf"), dtype=torch.float32, device=self.s.device)
+        for r0, r1 in self.chunks:
+            sim, own_sim = self.similarities(r0, r1)
+            self.row_statistics(r0, r1, sim, own_sim)
+            inputs = ColumnInputs(self.query_ids, self.threshold)
+            part = kernels.column_lse(sim[:, : p.world], self.inputs(r0, r1, self.query_ids), inputs)
             column = torch.logaddexp(column, part)
             del sim, own_sim
-        lse["doc_to_query"] = column
-        norms, normaliser = _normalisers(lse, s * positive, spec)
-        columns = ColumnInputs(d2q_ids, threshold, norms["doc_to_query"].contiguous())
-        for r0, r1 in chunks:
-            sim, own_sim = q2d_rows(r0, r1)
-            psim += _gradients(p, r0, r1, sim, own_sim, rows_of(r0, r1, q2d_ids), norms["query_to_doc"][r0:r1],
-                               grad_x, grad_y, columns)  # fmt: skip
-    else:
-        if p.by_rows:
-            lse["doc_to_query"] = torch.empty(p.local, dtype=torch.float32, device=device)
-        norms = normaliser = None
-        for r0, r1 in chunks:
-            sim, own_sim = q2d_rows(r0, r1)
-            record(r0, r1, kernels.row_statistics(sim, own_sim, rows_of(r0, r1, q2d_ids), world))
-            chunk_lse = {"query_to_doc": lse["query_to_doc"][r0:r1]}
-            if p.by_rows:
-                back = d2q_rows(r0, r1)
-                d2q_inputs = RowInputs(d2q_ids, threshold[r0:r1], s, no_penalty, p.offset + r0)
-                chunk_lse["doc_to_query"] = kernels.row_statistics(back, None, d2q_inputs, world).lse
-                lse["doc_to_query"][r0:r1] = chunk_lse["doc_to_query"]
-            chunk_norms, _ = _normalisers(chunk_lse, s * positive[r0:r1], spec)
-            psim += _gradients(p, r0, r1, sim, own_sim, rows_of(r0, r1, q2d_ids), chunk_norms["query_to_doc"],
-                               grad_x, grad_y)  # fmt: skip
-            if p.by_rows:  # x and y swap roles: the rows are positives, the columns queries
-                out = torch.empty(back.shape, dtype=dtype, device=device)
-                _, back_psim = kernels.probabilities(back, None, d2q_inputs, chunk_norms["doc_to_query"], out, world)
-                psim += back_psim.sum()
-                g0, g1 = p.offset + r0, p.offset + r1
-                _addmm_(grad_y[g0:g1], out, x)
-                _addmm_(grad_x, out.T, y[g0:g1])
-        norms, normaliser = _normalisers(lse, s * positive, spec)
+        self.lse["doc_to_query"] = column
+        norms, _ = _normalisers(self.lse, self.s * self.positive, self.spec)
+        columns = ColumnInputs(self.query_ids, self.threshold, norms["doc_to_query"].contiguous())
+        for r0, r1 in self.chunks:
+            sim, own_sim = self.similarities(r0, r1)
+            self.gradients(r0, r1, sim, own_sim, norms["query_to_doc"][r0:r1], columns)
+        return norms
 
-    weight = spec.row_weight()
-    # The positive pair's coefficient: -(weight) * (1 - p_pos) per direction, from the logsumexps without it.
-    coefficient = -weight * sum(torch.exp(lse[d] - norms[d]) for d in lse)
-    grad_x.mul_(weight)
-    grad_y.mul_(weight)
-    grad_x[rows_slice] += coefficient[:, None] * y[rows_slice].float()
-    grad_y[rows_slice] += coefficient[:, None] * x[rows_slice].float()
-    d_scale = weight * psim + (coefficient * positive).sum()
-    loss = normaliser.mean() - s[0] * positive.mean()
-    stats = _stats(p, positive, per_row["hardest"], per_row["masked"], per_row["duplicates"])
-    d_queries = _project(grad_x, q, inverse, 0)
-    d_candidates = _project(grad_y, c, inverse, 1)
-    return loss, stats, d_queries.mul_(s), d_candidates.mul_(s), d_scale
+    def by_rows(self) -> dict[str, Tensor]:
+        """Every direction by rows, one pass: query_to_doc, and doc_to_query of this rank's positives when
+        gathered (``x`` and ``y`` swap roles: the rows are positives, the columns every query)."""
+        p, s = self.p, self.s
+        if p.by_rows:
+            self.lse["doc_to_query"] = torch.empty(p.local, dtype=torch.float32, device=s.device)
+        for r0, r1 in self.chunks:
+            sim, own_sim = self.similarities(r0, r1)
+            self.row_statistics(r0, r1, sim, own_sim)
+            chunk_lse = {"query_to_doc": self.lse["query_to_doc"][r0:r1]}
+            g0, g1 = p.offset + r0, p.offset + r1
+            if p.by_rows:
+                back = _mm(p.y[g0:g1], p.x.T)
+                back_inputs = self.inputs(r0, r1, self.query_ids, (None, 0.0))
+                chunk_lse["doc_to_query"] = kernels.row_statistics(back, None, back_inputs, p.world).lse
+                self.lse["doc_to_query"][r0:r1] = chunk_lse["doc_to_query"]
+            norms, _ = _normalisers(chunk_lse, s * self.positive[r0:r1], self.spec)
+            self.gradients(r0, r1, sim, own_sim, norms["query_to_doc"])
+            if p.by_rows:
+                out = torch.empty(back.shape, dtype=self.dtype, device=s.device)
+                _, back_psim = kernels.probabilities(back, None, back_inputs, norms["doc_to_query"], out, p.world)
+                self.psim += back_psim.sum()
+                _addmm_(self.grad_y[g0:g1], out, p.x)
+                _addmm_(self.grad_x, out.T, p.y[g0:g1])
+        return _normalisers(self.lse, s * self.positive, self.spec)[0]
+
+    def finish(self, norms: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        """The positive term, the weight, the scale's gradient, the projection through the normalisation."""
+        p, weight, positive = self.p, self.spec.row_weight(), self.positive
+        # The positive pair's coefficient: -(weight) * (1 - p_pos) per direction, from the logsumexps without it.
+        coefficient = -weight * sum(torch.exp(self.lse[d] - norms[d]) for d in self.lse)
+        self.grad_x.mul_(weight)
+        self.grad_y.mul_(weight)
+        self.grad_x[self.rows].addcmul_(p.y[self.rows], coefficient[:, None])
+        self.grad_y[self.rows].addcmul_(p.x[self.rows], coefficient[:, None])
+        d_scale = weight * self.psim + (coefficient * positive).sum()
+        _, normaliser = _normalisers(self.lse, self.s * positive, self.spec)
+        loss = normaliser.mean() - self.s[0] * positive.mean()
+        stats = _stats(p, positive, self.hardest, self.masked, self.duplicates)
+        d_queries = _project(self.grad_x, self.q, self.inverse, 0).mul_(self.s)
+        d_candidates = _project(self.grad_y, self.c, self.inverse, 1).mul_(self.s)
+        return loss, stats, d_queries, d_candidates, d_scale
+
+
+def _forward(queries, candidates, scale, spec, ids, thresholds, dtype, normalize) -> tuple[Tensor, ...]:
+    """Loss, statistics and the float32 gradients ``(d_queries, d_candidates, d_scale)``."""
+    run = _Run(queries, candidates, scale, spec, ids, thresholds, dtype, normalize)
+    return run.finish(run.columns_read() if run.p.columns_read else run.by_rows())
 
 
 def _gradients(p: _Problem, r0, r1, sim, own_sim, rows: RowInputs, norm, grad_x, grad_y, columns=None) -> Tensor:
@@ -277,12 +288,35 @@ def _gradients(p: _Problem, r0, r1, sim, own_sim, rows: RowInputs, norm, grad_x,
     return psim.sum()
 
 
-def _project(grad: Tensor, x: Tensor, inverse: tuple[Tensor, Tensor] | None, side: int) -> Tensor:
-    """Through ``x = u / ||u||``: ``(G - (x . G) x) / ||u||`` in place (``x`` normalised already)."""
+def _inverse_norms(u: Tensor, chunk: int = 4096) -> Tensor:
+    """``(rows,)`` float32 ``1 / max(||u_i||, 1e-12)``, in row chunks: no float32 copy of a 16-bit ``u``."""
+    return torch.cat([inverse_norms(u[r0 : r0 + chunk].float()) for r0 in range(0, u.shape[0], chunk)])
+
+
+def _operand(u: Tensor, inverse: tuple[Tensor, Tensor] | None, side: int, dtype: torch.dtype, chunk: int = 4096):
+    """``u`` (normalised in float32 with ``inverse``) in the products' dtype, made in row chunks so that no
+    float32 copy of the whole matrix is ever held: the products' operands and the gradients are the only
+    ``(rows, d)`` matrices this path keeps."""
+    if inverse is None:
+        return u if u.dtype == dtype else u.to(dtype)
+    out = torch.empty(u.shape, dtype=dtype, device=u.device)
+    for r0 in range(0, u.shape[0], chunk):
+        rows = slice(r0, r0 + chunk)
+        out[rows] = u[rows].float() * inverse[side][rows, None]
+    return out
+
+
+def _project(grad: Tensor, u: Tensor, inverse: tuple[Tensor, Tensor] | None, side: int, chunk: int = 4096):
+    """Through ``x = u / ||u||``: ``(G - (x . G) x) / ||u||`` in place, with ``x`` made from ``u`` chunk by
+    chunk."""
     if inverse is None:
         return grad
-    along = torch.einsum("rd,rd->r", x, grad)
-    return grad.addcmul_(x, along[:, None], value=-1.0).mul_(inverse[side][:, None])
+    for r0 in range(0, u.shape[0], chunk):
+        rows = slice(r0, r0 + chunk)
+        x = u[rows].float() * inverse[side][rows, None]
+        along = torch.einsum("rd,rd->r", x, grad[rows])
+        grad[rows].addcmul_(x, along[:, None], value=-1.0).mul_(inverse[side][rows, None])
+    return grad
 
 
 class _ChunkedMNRFunction(torch.autograd.Function):
@@ -303,10 +337,15 @@ class _ChunkedMNRFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: Tensor, grad_stats: Tensor):
         # Multiply in float32, then cast once: an fp16 input under GradScaler's 2**16 loss scale must not see the
-        # scaled gradient in fp16 before the product is known.
+        # scaled gradient in fp16 before the product is known. A loss used as is (incoming gradient 1, as Liger's
+        # fused linear cross-entropy checks) hands the saved gradients over without a second copy of them.
+        unit = torch.equal(grad_loss, torch.ones_like(grad_loss))
         out: list[Tensor | None] = []
         for k, (grad, dtype) in enumerate(zip(ctx.saved_tensors, ctx.input_dtypes, strict=True)):
-            out.append((grad * grad_loss.to(grad.dtype)).to(dtype) if ctx.needs_input_grad[k] else None)
+            if not ctx.needs_input_grad[k]:
+                out.append(None)
+                continue
+            out.append((grad if unit else grad * grad_loss.to(grad.dtype)).to(dtype))
         return (*out, None, None, None, None, None)
 
 

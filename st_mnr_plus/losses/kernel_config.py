@@ -18,8 +18,10 @@ FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 #: The default memory budget of one chunk's similarities and gradient of the logits (float32 ``S`` plus ``G`` in
-#: the products' dtype): 128 MiB. At B = 16,384 (bf16) that is chunks of 1,365 rows, at 65,536 of 341.
-DEFAULT_CHUNK_BYTES = 128 * 2**20
+#: the products' dtype): 64 MiB. At B = 16,384 (bf16) that is chunks of 682 rows, at 65,536 of 170: still
+#: products of hundreds of rows by the whole batch, and with the gradients and the 16-bit operands (6 bytes a
+#: feature of each row) a tenth of MNRL's peak memory at B = 16,384, d = 768 (``benchmarks/roofline.py``).
+DEFAULT_CHUNK_BYTES = 64 * 2**20
 
 #: The hardness modes as the kernels' ``PENALTY`` constexpr (see :mod:`.kernels`).
 PENALTY_CODES = {None: 0, "in_batch_negatives": 1, "all_negatives": 2, "hard_negatives": 3}
