@@ -1,113 +1,128 @@
-"""A roofline estimate (not a measurement) of one forward + backward of the MNR loss on a GPU, bf16 embeddings.
+"""A roofline estimate (not a measurement) of one forward + backward of the MNR loss on a GPU, under bf16 autocast.
 
-For sentence-transformers' MultipleNegativesRankingLoss (MNRL), MNRPlus's PyTorch tile path and its fused Triton
-kernel, at B in {1,024, 16,384, 65,536} and d in {384, 768} (query_to_doc, no hard negative: C = B columns), it
-counts the FLOPs and the bytes moved through GPU memory, and divides them by the peak figures of an A100 and an
-H100: the larger quotient is a lower bound on the time, and says which limit binds. Run::
+For sentence-transformers' MultipleNegativesRankingLoss (MNRL) and MNRPlus's GPU path (``backend="triton"``:
+row chunks, cuBLAS products, element-wise Triton kernels), at B in {1,024, 16,384, 65,536} and d in {384, 768,
+1024, 4096} (query_to_doc, no hard negative: B x B logits), it adds up the time of each product and of the
+element-wise passes on an H100 and an A100. Run::
 
     python benchmarks/roofline.py          # prints the markdown table of benchmarks/README.md
 
-How each is counted (``BC`` = B x C logits, ``b`` bytes per element):
+What is counted, not assumed (``st_mnr_plus.bench.trace`` on this machine's CPU, run by this script first):
 
-- **MNRL** computes ``cos_sim`` in the embeddings' dtype (bf16: tensor cores) and materialises the B x C
-  matrix: three products (the similarities; in backward, the gradients of both sides) = ``6 * BC * d`` FLOPs, and
-  the element-wise passes over bf16 matrices: the product's output (write 2), the scale (read 2, write 2),
-  log_softmax (read 2, write 2), its backward (read 4, write 2), the scale's backward (read 2, write 2), the two
-  backward products reading the gradient (read 4): ``24 * BC`` bytes. Its peak extra memory holds about three
-  B x C bf16 matrices.
-- **The PyTorch tile path** computes in float32 whatever the input dtype (so its products run at the FP32 rate,
-  or TF32 when ``torch.backends.cuda.matmul.allow_tf32`` is set): the same ``6 * BC * d`` FLOPs, and per logit
-  about 22 float32 reads and writes (the product's output; scale and mask; the statistics; logsumexp's max,
-  shift, exp and sum; the probabilities' shift, exp and weight; the two products reading them): ``88 * BC``
-  bytes, through tiles of about 4M logits that never make a B x B matrix.
-- **The fused kernel**: the FLOPs of every launch from :func:`st_mnr_plus.losses.kernel_config.cost` (the similarity
-  tiles the backward recomputes included), for the block configuration the launchers pick. Its operands are
-  re-read tile by tile, but programs that run at the same time stream the same column tiles, so most of those
-  reads hit L2 (``cost()["bytes"]`` counts them all: the L2 traffic). The DRAM bytes here are each launch reading
-  its inputs once and writing its outputs (the three launches of query_to_doc: ``6 * B * d * 2`` bytes of bf16
-  operands, ``16 * B * d`` of float32 gradients read and written): a lower bound, as at B = 65,536 the
-  candidates (100 MB at d = 768) no longer fit in L2 (40 MB on an A100, 50 MB on an H100) and each wave of
-  programs reads them again.
-- **Peak extra memory**: MNRL keeps about three B x C bf16 matrices (``6 * BC`` bytes); the PyTorch path a
-  few tiles of about 4M float32 logits and float32 copies and gradients of the embeddings (about
-  ``50 MB + 16 * (B + C) * d``); the kernel float32 copies and gradients of the embeddings (``16 * (B + C) *
-  d``).
+- **Matrix products**: 3 for both (MNRL: counted by ``FlopCounterMode``; ours: the same count, equal to
+  ``kernel_config.cost``, in ``tests/losses/test_gpu_path.py``), ``2 * B^2 * d`` FLOPs each.
+- **Element-wise bytes per logit**: traced under ``torch.autocast("cpu", dtype=torch.bfloat16)`` with float32
+  embeddings, the ``B x B`` part alone (``trace.bytes_per_logit``, B = 128 and 256): every op's inputs and
+  outputs for MNRL, the kernels' loads and stores for ours (Triton's interpreter). CPU autocast keeps the same
+  ops in bf16 as CUDA's for this loss except where noted in benchmarks/README.md; the issue's op trace of CUDA
+  autocast found more (about 90 bytes per logit), so MNRL's figure here is the lower one.
+- **Peak extra memory**: MNRL's is measured (``trace.peak_bytes``: what the call allocates, alive at once) at B =
+  512 and 1,024 and extrapolated per logit; ours is its model: the chunk's float32 similarities (G written over them) plus float32 gradients
+  and 16-bit operands of every row (``4 + 2`` bytes a feature), which ``tests/losses/test_gpu_path.py`` checks
+  against the same measurement.
 
-Peak figures (dense, no sparsity), from NVIDIA's data sheets: A100 SXM4 80 GB (NVIDIA A100 Tensor Core GPU data
-sheet): BF16 312 TFLOPS, FP32 19.5 TFLOPS, TF32 156 TFLOPS, HBM2e 2,039 GB/s; H100 SXM5 (NVIDIA H100 Tensor Core
-GPU data sheet): BF16 989 TFLOPS, FP32 67 TFLOPS, TF32 495 TFLOPS, HBM3 3,350 GB/s. Real kernels reach a fraction
-of these (often 50-70% of the tensor-core peak), so read the ratios between the rows, not the times themselves.
+The time of a product is the larger of its FLOPs at 65% of the tensor-core peak and the bytes it reads and
+writes at 90% of the memory bandwidth: MNRL's products write or read a ``B x B`` bf16 matrix; ours write the
+chunk's float32 similarities, read its 16-bit ``G``, and the ``G^T X`` product reads and writes the float32
+gradient of every candidate once per chunk (``8 * B * d`` bytes per chunk: what makes small chunks slow at
+large d). Element-wise passes run at 90% of the bandwidth. Peak figures (dense) from NVIDIA's data sheets:
+A100 SXM4 80 GB: BF16 312 TFLOPS, HBM2e 2,039 GB/s; H100 SXM5: BF16 989 TFLOPS, HBM3 3,350 GB/s.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: trace the GPU path on this CPU
 
 import torch
 
 from st_mnr_plus.losses import kernel_config
 
 SIZES = (1024, 16384, 65536)
-DIMS = (384, 768)
-GPUS = {
-    "A100": {"bf16": 312e12, "fp32": 19.5e12, "tf32": 156e12, "bandwidth": 2039e9},
-    "H100": {"bf16": 989e12, "fp32": 67e12, "tf32": 495e12, "bandwidth": 3350e9},
-}
+DIMS = (384, 768, 1024, 4096)
+GPUS = {"A100": {"bf16": 312e12, "bandwidth": 2039e9}, "H100": {"bf16": 989e12, "bandwidth": 3350e9}}
+COMPUTE, BANDWIDTH = 0.65, 0.90
 
 
-def mnrl(batch: int, dim: int) -> dict[str, float]:
-    logits = batch * batch
+def traced() -> dict[str, float]:
+    """MNRL's and the GPU path's element-wise bytes per logit, and MNRL's peak memory per logit, on this CPU."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from st_mnr_plus.bench.trace import bytes_per_logit, peak_bytes
+    from st_mnr_plus.losses import MNRPlus
+
+    def embeddings(batch: int) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        return [torch.randn(batch, 16, generator=gen).requires_grad_() for _ in range(2)]
+
+    def step(loss):
+        def at(batch: int) -> None:
+            inputs = embeddings(batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                value = loss.compute_loss_from_embeddings(inputs, None)
+            value.backward()
+
+        return at
+
+    mnrl = MultipleNegativesRankingLoss(None)
+    ours = MNRPlus(None, backend="triton", mask_duplicates=False)
+    memory = [peak_bytes(lambda b=b: step(mnrl)(b)) / b**2 for b in (512, 1024)]
     return {
-        "flops": 6 * logits * dim,
-        "bytes": 24 * logits + 6 * batch * dim * 2,
-        "memory": 6 * logits,
-        "rate": "bf16",
+        "mnrl_bytes": bytes_per_logit(step(mnrl)),
+        "ours_bytes": bytes_per_logit(step(ours)),
+        "mnrl_memory": memory[-1],
     }
 
 
-def torch_path(batch: int, dim: int) -> dict[str, float]:
-    logits = batch * batch
-    return {
-        "flops": 6 * logits * dim,
-        "bytes": 88 * logits + 12 * batch * dim * 4,
-        "memory": 50e6 + 16 * 2 * batch * dim,
-        "rate": "fp32",
-    }
-
-
-def kernel(batch: int, dim: int) -> dict[str, float]:
-    figures = kernel_config.cost(batch, 0, dim, torch.bfloat16)
-    return {
-        "flops": figures["flops"],
-        "bytes": 6 * batch * dim * 2 + 16 * batch * dim,
-        "l2_bytes": figures["bytes"],
-        "memory": 16 * 2 * batch * dim,
-        "rate": "bf16",
-    }
-
-
-def seconds(figures: dict[str, float], gpu: str) -> tuple[float, str]:
-    """The roofline lower bound on the time, and which limit gives it."""
+def _product(flops: float, io: float, gpu: str) -> float:
     peak = GPUS[gpu]
-    compute, memory = figures["flops"] / peak[figures["rate"]], figures["bytes"] / peak["bandwidth"]
-    return (compute, "compute") if compute >= memory else (memory, "memory")
+    return max(flops / (COMPUTE * peak["bf16"]), io / (BANDWIDTH * peak["bandwidth"]))
 
 
-def table() -> str:
+def mnrl(batch: int, dim: int, figures: dict[str, float], gpu: str) -> tuple[float, float]:
+    """(seconds, peak extra bytes) of MNRL: three products over a bf16 B x B matrix, then its traced passes."""
+    logits, flops = batch * batch, 2 * batch * batch * dim
+    operands = 2 * batch * dim * 2
+    seconds = _product(flops, operands + 2 * logits, gpu) + 2 * _product(flops, operands + 2 * logits, gpu)
+    seconds += figures["mnrl_bytes"] * logits / (BANDWIDTH * GPUS[gpu]["bandwidth"])
+    return seconds, figures["mnrl_memory"] * logits
+
+
+def ours(batch: int, dim: int, figures: dict[str, float], gpu: str) -> tuple[float, float]:
+    """(seconds, peak extra bytes) of the GPU path: per chunk of R rows, S = X Y^T (writes R x B float32), G Y
+    and G^T X (read G; the latter reads and writes the candidates' float32 gradient), and the kernels."""
+    rows = kernel_config.chunk_rows(batch, batch * 4)
+    seconds = 0.0
+    for r0 in range(0, batch, rows):
+        r = min(rows, batch - r0)
+        flops = 2 * r * batch * dim
+        seconds += _product(flops, (r + batch) * dim * 2 + 4 * r * batch, gpu)  # S = X Y^T
+        seconds += _product(flops, 2 * r * batch + batch * dim * 2 + 8 * r * dim, gpu)  # grad_X += G Y
+        seconds += _product(flops, 2 * r * batch + r * dim * 2 + 8 * batch * dim, gpu)  # grad_Y += G^T X
+    seconds += figures["ours_bytes"] * batch * batch / (BANDWIDTH * GPUS[gpu]["bandwidth"])
+    memory = min(rows, batch) * batch * 4 + 2 * batch * dim * (4 + 2)
+    return seconds, memory
+
+
+def table(figures: dict[str, float] | None = None) -> str:
+    figures = figures or traced()
     lines = [
-        "| B | d | path | FLOPs | DRAM bytes | peak extra memory | A100 bound | H100 bound |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
+        f"Traced on this CPU: element-wise bytes per logit, MNRL {figures['mnrl_bytes']:.1f}, GPU path "
+        f"{figures['ours_bytes']:.1f}; MNRL's peak memory {figures['mnrl_memory']:.1f} bytes per logit.",
+        "",
+        "| B | d | MNRL H100 | ours H100 | ratio | MNRL A100 | ours A100 | ratio | MNRL memory | ours memory | ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for batch in SIZES:
         for dim in DIMS:
-            for name, model in (("MNRL", mnrl), ("PyTorch tiles (fp32)", torch_path), ("fused kernel", kernel)):
-                figures = model(batch, dim)
-                bounds = []
-                for gpu in GPUS:
-                    time, limit = seconds(figures, gpu)
-                    bounds.append(f"{time * 1e3:,.2f} ms ({limit})")
-                lines.append(
-                    f"| {batch:,} | {dim} | {name} | {figures['flops']:.2e} | {figures['bytes']:.2e} | "
-                    f"{figures['memory'] / 2**30:,.2f} GiB | {bounds[0]} | {bounds[1]} |"
-                )
+            cells = []
+            for gpu in ("H100", "A100"):
+                (theirs, their_memory), (mine, my_memory) = (model(batch, dim, figures, gpu) for model in (mnrl, ours))
+                cells += [f"{theirs * 1e3:,.2f} ms", f"{mine * 1e3:,.2f} ms", f"{mine / theirs:.2f}"]
+            cells += [f"{their_memory / 2**30:,.2f} GiB", f"{my_memory / 2**30:,.2f} GiB",
+                      f"{my_memory / their_memory:.3f}"]  # fmt: skip
+            lines.append(f"| {batch:,} | {dim} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -7,7 +7,8 @@ for each chunk:
 1. ``S = X Y^T``: the chunk's similarities, ``(R, N)`` float32, from operands in the products' dtype
    (:func:`.kernel_config.product_dtype`: bfloat16/float16 under autocast or for 16-bit embeddings);
 2. ``row_lse`` (:mod:`.kernels`): each row's logsumexp without the positive, and its statistics;
-3. ``probabilities``: ``G``, the probabilities of every entry but the positive, in the products' dtype;
+3. ``probabilities``: ``G``, the probabilities of every entry but the positive, in the products' dtype,
+   written over ``S`` (a chunk costs 4 bytes a logit);
 4. ``grad_X += G Y`` and ``grad_Y += G^T X``, float32 output and accumulation.
 
 Three products, as MNRL does, and never a ``B x B`` matrix. The loss is the last operation, so the gradients are
@@ -178,7 +179,7 @@ class _Run:
         bound = thresholds(self.positive)
         self.threshold = torch.full_like(self.positive, float("inf")) if bound is None else bound.float().contiguous()
         self.s = scale.reshape(1).float().contiguous()
-        row_bytes = (p.ncols + (world if p.by_rows else 0)) * (4 + dtype.itemsize)
+        row_bytes = (p.ncols + (world if p.by_rows else 0)) * 4  # S, with G written over it
         step = chunk_rows(p.local, row_bytes, getattr(spec, "chunk_bytes", DEFAULT_CHUNK_BYTES), spec.tile_size)
         self.chunks = [(r0, min(r0 + step, p.local)) for r0 in range(0, p.local, step)]
         self.grad_x = torch.zeros(x.shape, dtype=torch.float32, device=device)
@@ -243,8 +244,9 @@ class _Run:
             norms, _ = _normalisers(chunk_lse, s * self.positive[r0:r1], self.spec)
             self.gradients(r0, r1, sim, own_sim, norms["query_to_doc"])
             if p.by_rows:
-                out = torch.empty(back.shape, dtype=self.dtype, device=s.device)
-                _, back_psim = kernels.probabilities(back, None, back_inputs, norms["doc_to_query"], out, p.world)
+                out, _, back_psim = kernels.probabilities(
+                    back, None, back_inputs, norms["doc_to_query"], self.dtype, p.world
+                )
                 self.psim += back_psim.sum()
                 _addmm_(self.grad_y[g0:g1], out, p.x)
                 _addmm_(self.grad_x, out.T, p.y[g0:g1])
@@ -277,9 +279,7 @@ def _forward(queries, candidates, scale, spec, ids, thresholds, dtype, normalize
 def _gradients(p: _Problem, r0, r1, sim, own_sim, rows: RowInputs, norm, grad_x, grad_y, columns=None) -> Tensor:
     """``G`` of a chunk, then ``grad_x[rows] += G y`` and ``grad_y += G^T x`` (unweighted); returns the chunk's
     sum of ``p * sim``."""
-    out = torch.empty(sim.shape, dtype=p.x.dtype, device=sim.device)
-    own_p, psim = kernels.probabilities(sim, own_sim, rows, norm.contiguous(), out, p.world, columns)
-    del sim
+    out, own_p, psim = kernels.probabilities(sim, own_sim, rows, norm.contiguous(), p.x.dtype, p.world, columns)
     g0, g1 = p.offset + r0, p.offset + r1
     _addmm_(grad_x[g0:g1], out, p.y[: p.ncols])
     _addmm_(grad_y[: p.ncols], out.T, p.x[g0:g1])

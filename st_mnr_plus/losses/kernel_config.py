@@ -17,11 +17,14 @@ import torch
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
-#: The default memory budget of one chunk's similarities and gradient of the logits (float32 ``S`` plus ``G`` in
-#: the products' dtype): 64 MiB. At B = 16,384 (bf16) that is chunks of 682 rows, at 65,536 of 170: still
-#: products of hundreds of rows by the whole batch, and with the gradients and the 16-bit operands (6 bytes a
-#: feature of each row) a tenth of MNRL's peak memory at B = 16,384, d = 768 (``benchmarks/roofline.py``).
+#: The default memory budget of one chunk's similarities (float32 ``S``, with ``G`` written over it): 64 MiB, and
+#: never fewer rows than :data:`MIN_CHUNK_ROWS`. At B = 16,384 that is chunks of 1,024 rows, at 65,536 too.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
+#: Rows below which a chunk's ``G^T X`` product, which reads and writes the float32 gradient of every candidate
+#: once per chunk (``8 * N * d`` bytes for ``2 * R * N * d`` FLOPs), waits on memory rather than on the tensor
+#: cores: ``R >= 4 * FLOPS / bandwidth``, 850 rows at 65% of an H100's bf16 peak and 90% of its bandwidth, 440 on
+#: an A100 (``benchmarks/roofline.py``).
+MIN_CHUNK_ROWS = 1024
 
 #: The hardness modes as the kernels' ``PENALTY`` constexpr (see :mod:`.kernels`).
 PENALTY_CODES = {None: 0, "in_batch_negatives": 1, "all_negatives": 2, "hard_negatives": 3}
@@ -87,11 +90,11 @@ def product_dtype(device_type: str, dtype: torch.dtype, *, gpu_path: bool) -> to
 
 
 def chunk_rows(rows: int, bytes_per_row: int, budget: int = DEFAULT_CHUNK_BYTES, tile_size: int | None = None) -> int:
-    """Rows per chunk: ``tile_size`` when given, else as many as ``budget`` bytes hold (at least 1, at most
-    ``rows``)."""
+    """Rows per chunk: ``tile_size`` when given, else as many as ``budget`` bytes hold but at least
+    :data:`MIN_CHUNK_ROWS` (and at most ``rows``)."""
     if tile_size is not None:
         return max(1, min(tile_size, rows))
-    return max(1, min(rows, budget // max(bytes_per_row, 1)))
+    return max(1, min(rows, max(budget // max(bytes_per_row, 1), MIN_CHUNK_ROWS)))
 
 
 def matmul_allows_tf32() -> bool:

@@ -12,8 +12,8 @@ row ``r`` being global anchor ``g = row0 + r``, column ``g`` its positive) and n
 - :func:`column_lse` (``_column_lse_kernel``): per column ``j < W``, the logsumexp over this chunk's rows of the
   doc_to_query logits read down the column (``symmetric`` without gathering), again without the positive.
 - :func:`probabilities` (``_probabilities_kernel``): ``G = p_row + p_col`` in the products' dtype (bfloat16,
-  float16 or float32), 0 on the positive and on excluded entries, the own negatives' float32 probabilities, and
-  per row the float32 sum of ``p * sim`` (the scale's gradient).
+  float16 or float32), written over ``S`` in place, 0 on the positive and on excluded entries, the own
+  negatives' float32 probabilities, and per row the float32 sum of ``p * sim`` (the scale's gradient).
 
 Leaving the positive out is what keeps 16-bit gradients exact where MNRL's are not: for a confident row ``1 -
 p_pos`` is far below bfloat16's resolution at 1, but it is the sum of the other probabilities, each stored with
@@ -398,27 +398,33 @@ def probabilities(
     own_sim: Tensor | None,
     rows: RowInputs,
     norm: Tensor,
-    out: Tensor,
+    dtype: torch.dtype,
     world: int,
     columns: ColumnInputs | None = None,
-) -> tuple[Tensor | None, Tensor]:
-    """Write ``d loss / d sim`` of a chunk, unweighted, into ``out`` and return the own negatives' and the sums.
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """``d loss / d sim`` of a chunk, unweighted, written over ``sim`` in place (Liger-Kernel's fused linear
+    cross-entropy writes the gradient of the logits into the logits): ``G``, the probabilities of every entry but
+    the positive (0 there and on excluded entries), in ``dtype``.
+
+    A 16-bit ``G`` is a view of the first half of each float32 row of ``sim``, with ``sim``'s row stride: a program
+    owns its rows and writes each step's entries over bytes of its row it has read already, so the chunk costs 4
+    bytes a logit, not 6. ``sim`` is overwritten.
 
     Args:
-        sim, own_sim, rows, world: As in :func:`row_statistics`.
+        sim, own_sim, rows, world: As in :func:`row_statistics`; ``sim``'s rows must be contiguous.
         norm: ``(R,)`` float32 normaliser of each row's logits.
-        out: ``(R, N)`` matrix of the products' dtype (unit column stride): ``G``, the probabilities of every
-            entry but the positive (0 there and on excluded entries).
+        dtype: The products' dtype: float32 (``G`` is ``sim``), bfloat16 or float16.
         columns: Also doc_to_query read down the columns ``j < W`` (:class:`ColumnInputs` with ``norm``).
 
     Returns:
-        ``(own_p, psim)``: ``(R, n)`` float32 probabilities of the own negatives (``None`` without), and ``(R,)``
-        float32 sums of ``p * sim`` over each row's entries (both directions).
+        ``(G, own_p, psim)``: the ``(R, N)`` view, ``(R, n)`` float32 probabilities of the own negatives (``None``
+        without), and ``(R,)`` float32 sums of ``p * sim`` over each row's entries (both directions).
     """
     own_sim, n_own = _check(sim, own_sim, rows)
-    if out.shape != sim.shape or out.stride(1) != 1 or out.device != sim.device:
-        raise ValueError(f"out must be a {tuple(sim.shape)} matrix on {sim.device}, got {tuple(out.shape)}")
-    count = sim.shape[0]
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+    count, ncols = sim.shape
+    out = sim if dtype == torch.float32 else sim.view(dtype)[:, :ncols]
     own_p = torch.empty((count, n_own), dtype=torch.float32, device=sim.device)
     psim = torch.empty(count, dtype=torch.float32, device=sim.device)
     blocks = ELEMENTWISE_BLOCKS["probabilities"]
@@ -428,8 +434,8 @@ def probabilities(
         _probabilities_kernel[(triton.cdiv(count, blocks.BM),)](
             sim, sim.stride(0), own_sim, out, out.stride(0), own_p, psim,
             rows.ids, rows.threshold, norm, column.ids, column.threshold, column.norm, rows.scale,
-            rows.row0, count, sim.shape[1], world, n_own, float(rows.penalty[1]), PENALTY_CODES[rows.penalty[0]],
+            rows.row0, count, ncols, world, n_own, float(rows.penalty[1]), PENALTY_CODES[rows.penalty[0]],
             BM=blocks.BM, BN=blocks.BN, COLUMNS=by_columns,
             num_warps=blocks.num_warps,
         )  # fmt: skip
-    return (own_p if n_own else None), psim
+    return out, (own_p if n_own else None), psim

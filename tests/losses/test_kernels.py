@@ -114,8 +114,10 @@ def test_probabilities_match_the_float64_reference(shape, dtype, one_thread):
     chunk = Chunk(*shape)
     logits, _ = chunk.reference()
     norm = torch.logaddexp(torch.logsumexp(logits, dim=1), torch.zeros(chunk.rows, dtype=torch.float64))
-    out = torch.full(chunk.sim.shape, float("nan"), dtype=dtype)
-    own_p, psim = kernels.probabilities(chunk.sim, chunk.own_sim, chunk.inputs(), norm.float(), out, chunk.world)
+    sim = chunk.sim.clone()  # G is written over it
+    out, own_p, psim = kernels.probabilities(sim, chunk.own_sim, chunk.inputs(), norm.float(), dtype, chunk.world)
+    assert out.dtype == dtype
+    assert out.untyped_storage().data_ptr() == sim.untyped_storage().data_ptr()
     p = torch.exp(logits - norm[:, None])
     torch.testing.assert_close(out.double(), p[:, : chunk.cols], **G_TOLERANCE[dtype], msg="G")
     if chunk.n_own:
@@ -144,9 +146,9 @@ def test_columns_read_down_the_positives_block_match_the_reference(one_thread):
     torch.testing.assert_close(got.double(), want, **FP32, msg="column lse")
     column_norm = torch.logaddexp(want, torch.zeros(world, dtype=torch.float64)).float()
     row_norm = torch.full((rows,), 5.0)
-    out = torch.empty(chunk.sim.shape, dtype=torch.float32)
     with_columns = ColumnInputs(query_ids, thresholds.float(), column_norm)
-    _, psim = kernels.probabilities(chunk.sim, None, chunk.inputs(), row_norm, out, world, with_columns)
+    out, _, psim = kernels.probabilities(chunk.sim.clone(), None, chunk.inputs(), row_norm, torch.float32, world,
+                                         with_columns)  # fmt: skip
     row_logits, _ = chunk.reference()
     p = torch.exp(row_logits - 5.0) + torch.exp(logits - column_norm.double()[None, :])
     torch.testing.assert_close(out.double(), p, **FP32, msg="G with columns")
@@ -162,8 +164,8 @@ def test_large_logits_do_not_overflow_and_a_row_with_nothing_kept_gives_minus_in
     assert got.lse[1] == float("-inf")
     assert got.hardest[1] == float("-inf")
     torch.testing.assert_close(got.lse[[0, 2, 3]].double(), torch.logsumexp(logits, 1)[[0, 2, 3]], **FP32)
-    out = torch.empty(chunk.sim.shape)
-    kernels.probabilities(chunk.sim, None, chunk.inputs(), torch.logaddexp(got.lse, torch.zeros(4)), out, 300)
+    norm = torch.logaddexp(got.lse, torch.zeros(4))
+    out, _, _ = kernels.probabilities(chunk.sim.clone(), None, chunk.inputs(), norm, torch.bfloat16, 300)
     assert torch.isfinite(out).all()
     assert out[1].abs().sum() == 0
 
@@ -190,7 +192,7 @@ def test_bad_inputs_raise_value_error(change: dict, match: str):
         kernels.row_statistics(sim, change.get("own_sim"), rows, 5)
 
 
-def test_probabilities_refuse_an_output_of_another_shape():
+def test_probabilities_refuse_a_dtype_they_cannot_store():
     rows = RowInputs(torch.arange(5), torch.zeros(3), torch.tensor([1.0]), (None, 0.0), 0)
-    with pytest.raises(ValueError, match=r"out must be a \(3, 5\) matrix"):
-        kernels.probabilities(torch.zeros(3, 5), None, rows, torch.zeros(3), torch.zeros(3, 4), 5)
+    with pytest.raises(ValueError, match=r"dtype must be float32, bfloat16 or float16, got torch\.float64"):
+        kernels.probabilities(torch.zeros(3, 5), None, rows, torch.zeros(3), torch.float64, 5)
