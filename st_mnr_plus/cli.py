@@ -81,7 +81,7 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
 def add_kernels_parser(sub: argparse._SubParsersAction) -> None:
     kernels = sub.add_parser(
         "kernels",
-        help="Compile every configuration of the fused CUDA kernels for named GPUs (no GPU needed) and print "
+        help="Compile every configuration of the GPU path's Triton kernels for named GPUs (no GPU needed) and print "
         "registers, spills and shared memory; exit 1 if one fails, spills or needs too much shared memory.",
     )
     kernels.add_argument(

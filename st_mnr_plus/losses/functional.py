@@ -133,13 +133,13 @@ class MNRSpec:
 
 # ---- which path computes it -------------------------------------------------------------------------------------
 
-#: Input dtypes the fused kernels read (float64 stays on the PyTorch path).
+#: Input dtypes the GPU path takes (float64 stays on the PyTorch path).
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _LOGGED_FALLBACKS: set[str] = set()
 
 
 class Backend(NamedTuple):
-    """The path a forward takes: ``"torch"`` (the tile loop) or ``"triton"`` (the fused kernels), and why the
+    """The path a forward takes: ``"torch"`` (the tile loop) or ``"triton"`` (the GPU path), and why the
     kernels were not taken under ``backend="auto"`` (``None`` when they were, or were not asked for)."""
 
     name: Literal["torch", "triton"]
@@ -196,7 +196,7 @@ def choose_backend(spec: MNRSpec, device: torch.device | str, dtype: torch.dtype
     if not triton_available():
         return Backend("torch", 'triton is not installed (pip install "st-mnr-plus[cuda]")')
     if gaps:
-        reason = f"the fused kernel does not compute {', '.join(gaps)}"
+        reason = f"the GPU path does not compute {', '.join(gaps)}"
         if reason not in _LOGGED_FALLBACKS:
             _LOGGED_FALLBACKS.add(reason)
             logger.info("MNRPlus runs on the PyTorch path: %s.", reason)
@@ -503,12 +503,13 @@ def mnr_plus_loss(
     candidate_ids: Tensor | None = None,
     backend: Literal["torch", "triton"] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """:func:`tiled_mnr_loss` on cosine or dot-product similarity, on the PyTorch path or the fused kernels.
+    """:func:`tiled_mnr_loss` on cosine or dot-product similarity, on the PyTorch path or the GPU path.
 
     Embeddings in float16/bfloat16 are accepted, also under autocast: logits and accumulation are float32 and the
     gradients flow back in the input dtype. ``backend`` is the path (``None``: :func:`choose_backend` picks it
-    from ``spec.backend``); both give the same loss, statistics and gradients, up to float rounding (the kernels
-    read bfloat16/float16 embeddings as they are, the PyTorch path in float32).
+    from ``spec.backend``); both give the same loss, statistics and gradients, up to float rounding: the GPU
+    path's products take :func:`~st_mnr_plus.losses.kernel_config.product_dtype` (the autocast dtype, else the
+    embeddings'), the PyTorch path's float32.
     """
     if similarity not in ("cos", "dot"):
         raise ValueError(f"similarity must be 'cos' or 'dot', got {similarity!r}")

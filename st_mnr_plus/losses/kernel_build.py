@@ -366,7 +366,9 @@ def _main(argv: Sequence[str]) -> int:
         return 0
     import argparse
 
-    parser = argparse.ArgumentParser(description="Compile the fused MNR kernels for named GPUs (no GPU needed).")
+    parser = argparse.ArgumentParser(
+        description="Compile the GPU path's Triton kernels for named GPUs (no GPU needed)."
+    )
     parser.add_argument("--arch", default="80,90", help="compute capabilities, comma-separated (default: 80,90)")
     parser.add_argument("--processes", type=int, default=None, help="worker processes (default: one per core)")
     args = parser.parse_args(argv)

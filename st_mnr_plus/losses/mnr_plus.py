@@ -185,9 +185,9 @@ class MNRPlus(nn.Module):
                 so only ``group_by_length=False`` draws exactly MNRL's. Inputs that cannot be grouped
                 (StaticEmbedding, images, unpadded batches) are embedded as MNRL embeds them.
             backend: Where the tiled loss runs: ``"torch"`` (the PyTorch tile loop, on any device), ``"triton"``
-                (the fused CUDA kernel, :mod:`st_mnr_plus.losses.kernels`; needs ``pip install
-                "st-mnr-plus[cuda]"`` and CUDA tensors, or ``TRITON_INTERPRET=1`` for Triton's interpreter on the
-                CPU) or ``"auto"`` (the kernel for CUDA tensors when triton imports and it covers the options, else
+                (the GPU path, :mod:`st_mnr_plus.losses.chunked`: cuBLAS products in the autocast or embeddings'
+                dtype and Triton kernels; needs ``pip install "st-mnr-plus[cuda]"`` and CUDA tensors, or
+                ``TRITON_INTERPRET=1`` for Triton's interpreter on the CPU) or ``"auto"`` (the GPU path for CUDA tensors when triton imports and it covers the options, else
                 the PyTorch path; options it does not cover are named in one INFO line). ``loss.diagnostics``
                 says which ran.
 

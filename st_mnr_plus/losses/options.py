@@ -3,7 +3,7 @@
 One row per option holds its name, default, check, who owns it (:class:`~st_mnr_plus.losses.MNRPlus`, or
 :class:`~st_mnr_plus.losses.CachedMNRPlus` alone), whether the model card records it, whether it shapes the
 computation (then it is a field of :class:`~st_mnr_plus.losses.functional.MNRSpec`) and which of its values the
-fused CUDA kernel computes. Everything else is built from the table: the checked attributes of both losses
+GPU path computes. Everything else is built from the table: the checked attributes of both losses
 (:func:`declare_options`, so ``loss.scale = -1`` fails the way ``MNRPlus(model, scale=-1)`` does), the assignment
 of the constructor's arguments (:func:`assign_options`), the config dict and model card (:func:`card_values`) and
 the spec's option values (:func:`spec_values`). The constructors keep their explicit signatures, as a drop-in for
@@ -206,7 +206,7 @@ class LossOption:
         card: How the config dict and the model card record it: ``True`` as is, ``False`` not at all, or a
             function of the value (the similarity function by name).
         spec: It shapes the computation: :class:`~st_mnr_plus.losses.functional.MNRSpec` carries it.
-        kernel: For a ``spec`` option, which of its values the fused Triton kernel computes; other values run on
+        kernel: For a ``spec`` option, which of its values the GPU path computes; other values run on
             the PyTorch path (``backend="auto"``) or are refused (``backend="triton"``).
         upstream: Where sentence-transformers' MNRL or CMNRL rejects a value too: its message, or a function of
             the option's name and value giving it (``None`` where it accepts the value, as :func:`mnrl_message`).
@@ -388,5 +388,5 @@ def checked_spec_values(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def kernel_fallbacks(values: Mapping[str, Any]) -> list[str]:
-    """The options whose values the fused kernel does not compute, as ``name=value`` (empty: it covers all)."""
+    """The options whose values the GPU path does not compute, as ``name=value`` (empty: it covers all)."""
     return [f"{o.name}={values[o.name]!r}" for o in SPEC_OPTIONS if not o.kernel(values[o.name])]
