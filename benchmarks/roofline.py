@@ -17,9 +17,10 @@ What is counted, not assumed (``st_mnr_plus.bench.trace`` on this machine's CPU,
   ops in bf16 as CUDA's for this loss except where noted in benchmarks/README.md; the issue's op trace of CUDA
   autocast found more (about 90 bytes per logit), so MNRL's figure here is the lower one.
 - **Peak extra memory**: MNRL's is measured (``trace.peak_bytes``: what the call allocates, alive at once) at B =
-  512 and 1,024 and extrapolated per logit; ours is its model: the chunk's float32 similarities (G written over them) plus float32 gradients
-  and 16-bit operands of every row (``4 + 2`` bytes a feature), which ``tests/losses/test_gpu_path.py`` checks
-  against the same measurement.
+  512 and 1,024 (d = 16) and at d = 16 and 64 (B = 512), and extrapolated as ``a * B^2 + b * B * d``; ours is
+  its model: the chunk's float32 similarities (G written over them), float32 gradients and 16-bit operands of
+  every row (``4 + 2`` bytes a feature) and the projection's float32 rows (4,096 at a time), which
+  ``tests/losses/test_gpu_path.py`` checks against the same measurement.
 
 The time of a product is the larger of its FLOPs at 65% of the tensor-core peak and the bytes it reads and
 writes at 90% of the memory bandwidth: MNRL's products write or read a ``B x B`` bf16 matrix; ours write the
@@ -52,13 +53,13 @@ def traced() -> dict[str, float]:
     from st_mnr_plus.bench.trace import bytes_per_logit, peak_bytes
     from st_mnr_plus.losses import MNRPlus
 
-    def embeddings(batch: int) -> list[torch.Tensor]:
+    def embeddings(batch: int, dim: int = 16) -> list[torch.Tensor]:
         gen = torch.Generator().manual_seed(0)
-        return [torch.randn(batch, 16, generator=gen).requires_grad_() for _ in range(2)]
+        return [torch.randn(batch, dim, generator=gen).requires_grad_() for _ in range(2)]
 
-    def step(loss):
+    def step(loss, dim: int = 16):
         def at(batch: int) -> None:
-            inputs = embeddings(batch)
+            inputs = embeddings(batch, dim)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 value = loss.compute_loss_from_embeddings(inputs, None)
             value.backward()
@@ -67,11 +68,14 @@ def traced() -> dict[str, float]:
 
     mnrl = MultipleNegativesRankingLoss(None)
     ours = MNRPlus(None, backend="triton", mask_duplicates=False)
-    memory = [peak_bytes(lambda b=b: step(mnrl)(b)) / b**2 for b in (512, 1024)]
+    # MNRL's peak: a * B^2 + b * B * d; a from B = 512 and 1,024 at d = 16, b from d = 16 and 64 at B = 512.
+    small, large, wide = (peak_bytes(lambda b=b, d=d: step(mnrl, d)(b)) for b, d in ((512, 16), (1024, 16), (512, 64)))
+    per_feature = (wide - small) / (512 * 48)
     return {
         "mnrl_bytes": bytes_per_logit(step(mnrl)),
         "ours_bytes": bytes_per_logit(step(ours)),
-        "mnrl_memory": memory[-1],
+        "mnrl_memory": (large - 2 * small) / (2 * 512**2),
+        "mnrl_memory_per_feature": per_feature,
     }
 
 
@@ -86,7 +90,7 @@ def mnrl(batch: int, dim: int, figures: dict[str, float], gpu: str) -> tuple[flo
     operands = 2 * batch * dim * 2
     seconds = _product(flops, operands + 2 * logits, gpu) + 2 * _product(flops, operands + 2 * logits, gpu)
     seconds += figures["mnrl_bytes"] * logits / (BANDWIDTH * GPUS[gpu]["bandwidth"])
-    return seconds, figures["mnrl_memory"] * logits
+    return seconds, figures["mnrl_memory"] * logits + figures["mnrl_memory_per_feature"] * batch * dim
 
 
 def ours(batch: int, dim: int, figures: dict[str, float], gpu: str) -> tuple[float, float]:
@@ -101,7 +105,10 @@ def ours(batch: int, dim: int, figures: dict[str, float], gpu: str) -> tuple[flo
         seconds += _product(flops, 2 * r * batch + batch * dim * 2 + 8 * r * dim, gpu)  # grad_X += G Y
         seconds += _product(flops, 2 * r * batch + r * dim * 2 + 8 * batch * dim, gpu)  # grad_Y += G^T X
     seconds += figures["ours_bytes"] * batch * batch / (BANDWIDTH * GPUS[gpu]["bandwidth"])
-    memory = min(rows, batch) * batch * 4 + 2 * batch * dim * (4 + 2)
+    # The chunk, float32 gradients and 16-bit operands of both sides and the projection's 4,096 float32 rows at a
+    # time: the bound tests/losses/test_gpu_path.py checks against peak_bytes (pairs: the module passes the
+    # positives on without the copy MNRL's torch.cat makes).
+    memory = min(rows, batch) * batch * 4 + 2 * batch * dim * (4 + 2) + min(4096, 2 * batch) * dim * 4
     return seconds, memory
 
 
@@ -109,7 +116,8 @@ def table(figures: dict[str, float] | None = None) -> str:
     figures = figures or traced()
     lines = [
         f"Traced on this CPU: element-wise bytes per logit, MNRL {figures['mnrl_bytes']:.1f}, GPU path "
-        f"{figures['ours_bytes']:.1f}; MNRL's peak memory {figures['mnrl_memory']:.1f} bytes per logit.",
+        f"{figures['ours_bytes']:.1f}; MNRL's peak memory {figures['mnrl_memory']:.1f} bytes per logit and "
+        f"{figures['mnrl_memory_per_feature']:.1f} per feature of each anchor.",
         "",
         "| B | d | MNRL H100 | ours H100 | ratio | MNRL A100 | ours A100 | ratio | MNRL memory | ours memory | ratio |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

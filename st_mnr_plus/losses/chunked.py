@@ -223,6 +223,7 @@ class _Run:
         for r0, r1 in self.chunks:
             sim, own_sim = self.similarities(r0, r1)
             self.gradients(r0, r1, sim, own_sim, norms["query_to_doc"][r0:r1], columns)
+            del sim, own_sim
         return norms
 
     def by_rows(self) -> dict[str, Tensor]:
@@ -250,6 +251,8 @@ class _Run:
                 self.psim += back_psim.sum()
                 _addmm_(self.grad_y[g0:g1], out, p.x)
                 _addmm_(self.grad_x, out.T, p.y[g0:g1])
+                del back, out
+            del sim, own_sim  # before the next chunk's product: one chunk alive at a time
         return _normalisers(self.lse, s * self.positive, self.spec)[0]
 
     def finish(self, norms: dict[str, Tensor]) -> tuple[Tensor, ...]:

@@ -437,7 +437,9 @@ class MNRPlus(nn.Module):
             if row_ids is not None:
                 row_ids = [all_gather(ids.to(queries.device)) for ids in row_ids]
             offset = get_rank() * batch
-        candidates = torch.cat(docs, dim=0)  # (B_world * (1 + n), d): positives, then each negative column
+        # (B_world * (1 + n), d): positives, then each negative column; pairs pass their positives as they are
+        # (torch.cat of one tensor would copy them: B x d more memory for nothing).
+        candidates = docs[0] if len(docs) == 1 else torch.cat(docs, dim=0)
         query_ids = candidate_ids = None
         if row_ids is not None:
             query_ids, candidate_ids = row_ids[0], torch.cat([ids.to(queries.device) for ids in row_ids[1:]])

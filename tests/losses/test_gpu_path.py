@@ -15,7 +15,7 @@ import pytest
 import torch
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-from st_mnr_plus.bench.trace import bytes_per_logit, trace
+from st_mnr_plus.bench.trace import bytes_per_logit, peak_bytes, trace
 from st_mnr_plus.losses import MNRPlus, kernel_config
 from st_mnr_plus.losses.functional import MNRSpec, mnr_plus_loss
 
@@ -182,3 +182,22 @@ def test_chunks_are_sized_from_the_memory_budget():
     assert kernel_config.chunk_rows(7, 10) == 7
     assert kernel_config.chunk_rows(5000, 10**12) == 1024
     assert kernel_config.chunk_rows(100, 10, tile_size=8) == 8
+
+
+@pytest.mark.parametrize(("batch", "dim", "rows"), [(256, 32, 64), (256, 128, 64), (320, 32, 320)])
+def test_peak_memory_is_one_chunk_plus_the_gradients_operands_and_candidates(batch, dim, rows, one_thread):
+    """What benchmarks/roofline.py's memory model of the GPU path says, measured: one chunk of float32
+    similarities (G written over them), float32 gradients and 16-bit operands of both sides, and at most 4,096
+    float32 rows of the projection, under bf16 autocast with float32 embeddings (pairs: the module passes the
+    positives on without a copy)."""
+    embeddings = _embeddings(batch, 2, dim, torch.float32)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _ours(embeddings, tile_size=rows)
+
+    chunk = rows * batch * 4
+    # + the float32 rows the projection through the normalisation makes, 4,096 at a time, and per-row vectors.
+    model = chunk + 2 * batch * dim * (4 + 2) + min(4096, 2 * batch) * dim * 4 + 64 * batch
+    measured = peak_bytes(step)
+    assert chunk < measured <= model
