@@ -72,16 +72,15 @@ def test_a_spec_built_outside_a_loss_is_checked_with_the_same_messages():
     assert MNRSpec.of(4, tile_size=2).tile_size == 2
 
 
-def test_the_kernel_column_names_the_options_the_fused_kernel_does_not_compute():
+def test_the_kernel_column_names_the_options_the_gpu_path_does_not_compute():
     defaults = opt.checked_spec_values({})
     assert opt.kernel_fallbacks(defaults) == []
-    covered = opt.checked_spec_values({"directions": ("query_to_doc", "doc_to_query"), "hard_negatives": "own"})
+    covered = opt.checked_spec_values(
+        {"directions": ("query_to_doc", "doc_to_query"), "hard_negatives": "own", "hardness_strength": 2.0}
+    )
     assert opt.kernel_fallbacks(covered) == []
     outside = opt.checked_spec_values({"directions": ("query_to_doc", "query_to_query"), "hardness_strength": 2.0})
-    assert opt.kernel_fallbacks(outside) == [
-        "directions=('query_to_doc', 'query_to_query')",
-        "hardness_strength=2.0",
-    ]
+    assert opt.kernel_fallbacks(outside) == ["directions=('query_to_doc', 'query_to_query')"]
 
 
 @pytest.mark.parametrize(
