@@ -11,6 +11,7 @@ from st_mnr_plus.cli import main, train_parser
 from tests.recipe.conftest import run_cli
 
 
+@pytest.mark.slow  # fresh processes, about 10 s: CI's -m slow runs it
 def test_console_script_and_module_entry_points_exist():
     out = run_cli("--version")
     assert out.returncode == 0, out.stderr

@@ -51,6 +51,7 @@ def test_every_variant_builds_its_loss(harness) -> None:
             assert loss.model is model, variant.name
 
 
+@pytest.mark.slow  # a training run, about 7 s: CI's -m slow runs it
 def test_runs_and_report(harness, tmp_path: Path) -> None:
     data, evaluators, model = harness
     start = dataclasses.replace(GLOVE, max_steps=2, batch_size=32, curve_points=1)

@@ -21,6 +21,9 @@ from tests.distributed._common import (
     run_workers,
 )
 
+# Two gloo processes, about 15 s: under -m slow with the other multi-process runs (CI runs them).
+pytestmark = pytest.mark.slow
+
 WORLD_SIZE = 2
 
 

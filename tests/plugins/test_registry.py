@@ -239,6 +239,7 @@ def test_misspelled_hook_is_rejected(install_plugin):
         registry.names("loss")
 
 
+@pytest.mark.slow  # a fresh process, about 10 s: CI's -m slow runs it
 def test_import_creates_no_plugin_manager_and_loads_no_entry_point(tmp_path: Path):
     marker = tmp_path / "imported"
     root = write_plugin_dist(
