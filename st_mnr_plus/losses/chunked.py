@@ -39,9 +39,9 @@ import torch
 from torch import Tensor
 
 from st_mnr_plus.losses import kernels
-from st_mnr_plus.losses.kernel_config import DEFAULT_CHUNK_BYTES, HALF_DTYPES, chunk_rows
+from st_mnr_plus.losses.kernel_config import HALF_DTYPES, chunk_rows
 from st_mnr_plus.losses.kernels import ColumnInputs, RowInputs
-from st_mnr_plus.losses.ops import Ids, inverse_norms
+from st_mnr_plus.losses.ops import Ids, inverse_norms, row_dot
 
 __all__ = ["chunked_mnr_loss", "in_product"]
 
@@ -80,13 +80,6 @@ def _addmm_(out: Tensor, a: Tensor, b: Tensor) -> None:
             torch.addmm(out, a, b, out_dtype=torch.float32, out=out)
         else:
             torch.addmm(out, a.float(), b.float(), out=out)
-
-
-def _row_dot(x: Tensor, y: Tensor, chunk: int = 4096) -> Tensor:
-    """``(rows,)`` float32 dot products of matching rows (a row-wise, not a matrix, product), in row chunks."""
-    parts = [torch.einsum("rd,rd->r", x[r0 : r0 + chunk].float(), y[r0 : r0 + chunk].float())
-             for r0 in range(0, x.shape[0], chunk)]  # fmt: skip
-    return torch.cat(parts) if parts else x.new_zeros(0, dtype=torch.float32)
 
 
 class _Problem(NamedTuple):
@@ -175,12 +168,12 @@ class _Run:
         self.spec, self.dtype, device = spec, dtype, queries.device
         self.query_ids, self.candidate_ids = _ids(p, ids, device)
         self.rows = slice(p.offset, p.offset + p.local)
-        self.positive = _row_dot(x[self.rows], y[self.rows])  # (L,) the positives' similarities, as products see
+        self.positive = row_dot(x[self.rows], y[self.rows])  # (L,) the positives' similarities, as products see
         bound = thresholds(self.positive)
         self.threshold = torch.full_like(self.positive, float("inf")) if bound is None else bound.float().contiguous()
         self.s = scale.reshape(1).float().contiguous()
         row_bytes = (p.ncols + (world if p.by_rows else 0)) * 4  # S, with G written over it
-        step = chunk_rows(p.local, row_bytes, getattr(spec, "chunk_bytes", DEFAULT_CHUNK_BYTES), spec.tile_size)
+        step = chunk_rows(p.local, row_bytes, tile_size=spec.tile_size)
         self.chunks = [(r0, min(r0 + step, p.local)) for r0 in range(0, p.local, step)]
         self.grad_x = torch.zeros(x.shape, dtype=torch.float32, device=device)
         self.grad_y = torch.zeros(y.shape, dtype=torch.float32, device=device)

@@ -47,6 +47,7 @@ __all__ = [
     "penalised_columns",
     "probabilities_",
     "row_blocks",
+    "row_dot",
     "tile_stats",
 ]
 
@@ -487,8 +488,8 @@ def finish_gradients(
     weight = 1.0 / pool.local
     grads.anchors(0, pool.local).sub_(pool.positives(0, pool.local), alpha=weight)
     grads.positives(0, pool.local).sub_(pool.anchors(0, pool.local), alpha=weight)
-    by_query = _row_dot(pool.queries, grads.queries)
-    by_candidate = _row_dot(pool.candidates, grads.candidates)
+    by_query = row_dot(pool.queries, grads.queries)
+    by_candidate = row_dot(pool.candidates, grads.candidates)
     d_scale = (by_query.sum() + by_candidate.sum()) / 2
     d_queries, d_candidates = grads.queries, grads.candidates
     if inverse_norms is not None:
@@ -502,11 +503,13 @@ def inverse_norms(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=1).clamp_min_(1e-12).reciprocal_()
 
 
-def _row_dot(x: Tensor, y: Tensor, chunk: int = 4096) -> Tensor:
-    """``(rows,)`` dot products of matching rows, in chunks: no ``(rows, d)`` temporary."""
-    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+def row_dot(x: Tensor, y: Tensor, chunk: int = 4096) -> Tensor:
+    """``(rows,)`` dot products of matching rows, in chunks: no ``(rows, d)`` temporary. 16-bit rows are
+    multiplied in float32 (a chunk at a time), float32 and float64 ones in their own dtype."""
+    out = torch.empty(x.shape[0], dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
     for c0 in range(0, x.shape[0], chunk):
-        torch.sum(x[c0 : c0 + chunk] * y[c0 : c0 + chunk], dim=1, out=out[c0 : c0 + chunk])
+        rows = slice(c0, c0 + chunk)
+        torch.sum(x[rows].to(out.dtype) * y[rows].to(out.dtype), dim=1, out=out[rows])
     return out
 
 
@@ -514,5 +517,5 @@ def positive_similarity(pool: Pool, similarity: Similarity = dot) -> Tensor:
     """``(local,)`` raw similarity of each of this rank's anchors with its positive."""
     x, y = pool.anchors(0, pool.local), pool.positives(0, pool.local)
     if similarity is dot:
-        return _row_dot(x, y)
+        return row_dot(x, y)
     return torch.stack([similarity(x[i : i + 1], y[i : i + 1]).reshape(()) for i in range(pool.local)])
