@@ -171,7 +171,7 @@ def _interpreter_hooks(trace: OpTrace) -> list[tuple[Any, str, Any]]:
         trace.kernel_dot_flops += 2 * m * k * b.data.shape[-1] * max(1, a.data.size // (m * k))
 
     def load(result, ptrs, *_):
-        trace.kernel_bytes += result.data.size * result.data.itemsize if ptrs.data.ndim else result.data.itemsize
+        trace.kernel_bytes += result.data.size * result.data.itemsize  # a scalar load: size 1
 
     def masked_load(result, ptrs, mask, *_):
         trace.kernel_bytes += int(mask.data.sum()) * result.data.itemsize
